@@ -1,0 +1,1 @@
+"""The ``cachet`` command line."""

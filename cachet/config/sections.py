@@ -1,0 +1,294 @@
+"""The typed sections of ``cachet.toml``: frozen values with their defaults.
+
+Every field's default is what a section left out of the file means; the
+builders in :mod:`cachet.config.build` read the file into these.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from cachet.config.enums import (
+    AuditMode,
+    Classification,
+    InvalidationMode,
+    KvDtype,
+    MatchMode,
+    Role,
+    ScrubDevice,
+    ScrubMethod,
+    SignatureScheme,
+    TenantScope,
+    TlsVersion,
+    TransitSecurity,
+    VerificationMode,
+)
+from cachet.topics import Topic, TopicNames
+
+__all__ = [
+    "ALL_SCHEMES",
+    "FINGERPRINT_COMPONENTS",
+    "LLM_KEY_FIELDS",
+    "AccessControlConfig",
+    "AiCacheConfig",
+    "AttestationConfig",
+    "AuditConfig",
+    "ContractDefaults",
+    "EmbeddedBrokerConfig",
+    "EncryptionConfig",
+    "ErasureConfig",
+    "KafkaConfig",
+    "KeyRotationConfig",
+    "KeysConfig",
+    "KvScrubConfig",
+    "NodeConfig",
+    "StateMachineConfig",
+    "TtlConfig",
+    "VerificationConfig",
+]
+
+ALL_SCHEMES: tuple[SignatureScheme, ...] = tuple(SignatureScheme)
+# The parts of a computation fingerprint (DESIGN: "The cache").
+FINGERPRINT_COMPONENTS: tuple[str, ...] = (
+    "input",
+    "computation",
+    "parameters",
+    "version",
+    "hardware_class",
+)
+LLM_KEY_FIELDS: tuple[str, ...] = (
+    "prompt_hash",
+    "model_version",
+    "temperature",
+    "system_prompt_hash",
+    "top_p",
+    "max_tokens",
+)
+
+KafkaSetting = str | int | bool
+
+
+def _frozen_map(items: Mapping[str, KafkaSetting] | None = None) -> Mapping[str, KafkaSetting]:
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """Where the log lives and how its topics are laid out."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "cachet."
+    partitions: int = 3
+    partitions_per_topic: Mapping[Topic, int] = field(default_factory=lambda: MappingProxyType({}))
+    replication_factor: int = 1
+    # Extra librdkafka settings, applied over cachet.kafka's visible defaults.
+    producer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)
+    consumer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)
+
+    def topic_names(self) -> TopicNames:
+        """Full topic names under this deployment's prefix."""
+        return TopicNames(self.topic_prefix)
+
+    def partitions_for(self, topic: Topic) -> int:
+        """The partition count ``topic`` is created with."""
+        return self.partitions_per_topic.get(topic, self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedBrokerConfig:
+    """The local Tansu broker started by ``cachet broker``.
+
+    ``host`` is always a loopback address: the embedded broker has no
+    authentication and no TLS, so on any other interface every event would
+    be readable and writable by the network. ``port = 0`` picks a free port.
+    """
+
+    port: int = 9092
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 15.0
+
+
+def _hostname() -> str:
+    return socket.gethostname() or "cachet-node"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """This process's identity and local resources. Port 0 = endpoint off."""
+
+    node_id: str = field(default_factory=_hostname)
+    data_dir: Path = Path("./var")
+    metrics_port: int = 0
+    health_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """Where signing keys live and how the keystore is unlocked.
+
+    ``kek_env`` is the *name* of the environment variable holding the
+    key-encryption key; the keystore reads it, configuration never does.
+    ``kek_file``, when set, is used instead.
+    """
+
+    keystore_path: Path = Path("./var/keys/keystore.json")
+    kek_file: Path | None = None
+    kek_env: str = "CACHET_KEK"
+    trust_anchor_id: str = "root"
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationConfig:
+    """Which signatures a seal carries and how events are batched into seals."""
+
+    schemes: tuple[SignatureScheme, ...] = ALL_SCHEMES
+    fingerprint_fields: tuple[str, ...] = FINGERPRINT_COMPONENTS
+    seal_batch_max_events: int = 256
+    seal_batch_max_ms: int = 50
+    # Past this, an event no seal covers raises UnsealedTimeout.
+    unsealed_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class AccessControlConfig:
+    """The roles the query layer grants."""
+
+    roles: tuple[Role, ...] = tuple(Role)
+    # Auditors get inclusion and attestation proofs against a value
+    # commitment, never plaintext (the seeds call this "zk queries").
+    auditor_proofs: bool = True
+    enforce_separation_of_duties: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StateMachineConfig:
+    """Entry lifecycle. The states and their proofs are fixed by the design."""
+
+    # Terminal (Superseded/Expired/Revoked) versions kept per key in the view.
+    audit_trail_depth: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Read auditing, the archive and evidence exports.
+
+    In ``async`` mode a crash can lose at most ``loss_window_ms`` of CacheRead
+    events (those not yet acknowledged); ``sync`` serves only after the
+    broker acknowledged the read's audit event.
+    """
+
+    mode: AuditMode = AuditMode.ASYNC
+    loss_window_ms: int = 1000
+    flush_interval_ms: int = 100
+    max_pending_events: int = 10_000
+    archive_dir: Path = Path("./var/archive")
+    # FINRA 4511: six years; 2192 days covers any six years, leap days included.
+    retention_days: int = 2192
+    fingerprint_log: Path | None = None
+    transition_log: Path | None = None
+    rotation_log: Path | None = None
+    erasure_log: Path | None = None
+    cab_output_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContractDefaults:
+    """Values a ``[contracts.NAME]`` table inherits when it leaves them out."""
+
+    max_staleness_ms: int = 30_000
+    strict: bool = True
+    invalidation: InvalidationMode = InvalidationMode.EAGER
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionConfig:
+    """Transport security; at rest is always AES-256-GCM per data subject."""
+
+    transit: TransitSecurity = TransitSecurity.NONE
+    tls_min_version: TlsVersion = TlsVersion.TLS_1_3
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotationConfig:
+    """Signing key rotation schedule."""
+
+    interval_days: int = 90
+    auto_rotate: bool = True
+    re_sign_on_rotation: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AiCacheConfig:
+    """LLM cache defaults; a contract records the mode it actually uses."""
+
+    match: MatchMode = MatchMode.EXACT
+    semantic_threshold: float = 0.95
+    tenant_scope: TenantScope = TenantScope.TENANT
+    # Shared caches are timing oracles: cross-tenant hits are opt-in.
+    cross_tenant_sharing: bool = False
+    key_fields: tuple[str, ...] = LLM_KEY_FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationConfig:
+    """Verification mode per classification, and the probabilistic rate."""
+
+    phi: VerificationMode = VerificationMode.ALWAYS_VERIFY
+    pii: VerificationMode = VerificationMode.ALWAYS_VERIFY
+    financial: VerificationMode = VerificationMode.ALWAYS_VERIFY
+    proprietary: VerificationMode = VerificationMode.ALWAYS_VERIFY
+    public: VerificationMode = VerificationMode.PROBABILISTIC
+    probabilistic_rate: float = 0.10
+
+    def mode_for(self, classification: Classification) -> VerificationMode:
+        """The mode reads of ``classification`` use."""
+        mode: VerificationMode = getattr(self, classification.value)
+        return mode
+
+
+@dataclass(frozen=True, slots=True)
+class TtlConfig:
+    """Default TTL per classification, in milliseconds (seed 002's table)."""
+
+    phi_ms: int = 3_600_000  # 1 hour
+    pii_ms: int = 86_400_000  # 24 hours
+    financial_ms: int = 14_400_000  # 4 hours
+    proprietary_ms: int = 259_200_000  # 72 hours
+    public_ms: int = 604_800_000  # 7 days
+
+    def for_class(self, classification: Classification) -> int:
+        """The TTL of ``classification`` in milliseconds."""
+        ttl: int = getattr(self, f"{classification.value}_ms")
+        return ttl
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureConfig:
+    """Crypto-shredding erasure."""
+
+    # Past this without ErasureCompleted, the erasure processor alerts.
+    completion_timeout_ms: int = 60_000
+    scrub_kv_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class KvScrubConfig:
+    """The GPU worker's KV block pool and how its zeroization is verified."""
+
+    coverage_threshold: float = 0.999
+    double_pass: bool = False
+    method: ScrubMethod = ScrubMethod.FULL
+    device: ScrubDevice = ScrubDevice.AUTO
+    block_size: int = 16
+    layers: int = 2
+    heads: int = 8
+    head_dim: int = 64
+    num_blocks: int = 1024
+    dtype: KvDtype = KvDtype.FLOAT16

@@ -1,0 +1,205 @@
+"""The consume loop every Cachet consumer shares: decode, dispatch, never die.
+
+Nothing is dropped. A record that does not decode, or whose handler raises,
+is produced unchanged to the dead-letter topic with the reason in headers,
+and the loop moves on to the next record: one bad record must never stop a
+consumer (the failure mode where a poison pill halts a whole pipeline).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from prometheus_client import CollectorRegistry, Counter
+
+from schemas.codec import DecodeError, EventCodec
+from schemas.events import Event, EventType
+
+__all__ = [
+    "ConsumeLoop",
+    "DeadLetterFailure",
+    "DeadLetters",
+    "Handler",
+    "RecordOrigin",
+    "DL_HEADER_FAILURE",
+    "DL_HEADER_REASON",
+]
+
+log = logging.getLogger(__name__)
+
+DL_HEADER_REASON = "cachet.dl.reason"
+DL_HEADER_FAILURE = "cachet.dl.failure"
+DL_HEADER_TOPIC = "cachet.dl.topic"
+DL_HEADER_PARTITION = "cachet.dl.partition"
+DL_HEADER_OFFSET = "cachet.dl.offset"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOrigin:
+    """Where a record came from in the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+    # The record's value exactly as it is in the log: what a seal's leaf hash
+    # covers. Re-encoding a decoded event is not guaranteed to give it back.
+    raw: bytes = b""
+
+    @classmethod
+    def of(cls, msg: Message) -> RecordOrigin:
+        _, ts = msg.timestamp()
+        headers = tuple((k, v or b"") for k, v in (msg.headers() or ()))
+        return cls(
+            msg.topic(), msg.partition(), msg.offset(), msg.key(), ts, headers, msg.value() or b""
+        )
+
+
+Handler = Callable[[Event, RecordOrigin], None]
+
+
+class DeadLetterFailure(enum.Enum):
+    """Why a record went to the dead-letter topic (header ``cachet.dl.failure``)."""
+
+    UNDECODABLE = "undecodable"
+    NO_HANDLER = "no_handler"
+    HANDLER_FAILED = "handler_failed"
+
+
+class DeadLetters:
+    """Produces rejected records, byte for byte, to the dead-letter topic."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self._producer = producer
+        self.topic = topic
+
+    def send(
+        self, value: bytes | None, origin: RecordOrigin, failure: DeadLetterFailure, reason: str
+    ) -> None:
+        headers = [
+            (DL_HEADER_FAILURE, failure.value.encode()),
+            (DL_HEADER_REASON, reason.encode("utf-8", "replace")),
+            (DL_HEADER_TOPIC, origin.topic.encode()),
+            (DL_HEADER_PARTITION, str(origin.partition).encode()),
+            (DL_HEADER_OFFSET, str(origin.offset).encode()),
+        ]
+        log.warning(
+            "dead-letter %s:%d@%d %s: %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            failure.value,
+            reason,
+        )
+        self._producer.produce(self.topic, value=value, key=origin.key, headers=headers)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 10.0) -> int:
+        return int(self._producer.flush(timeout_s))
+
+
+class ConsumeLoop:
+    """Polls a consumer, decodes each record and hands it to its handler.
+
+    ``handlers`` maps event types to handlers; ``fallback`` (if given) takes
+    every type without its own handler. ``on_raw`` sees each message before
+    decoding (for offset bookkeeping), ``on_eof`` each partition end.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        codec: EventCodec,
+        deadletters: DeadLetters,
+        handlers: Mapping[EventType, Handler] | None = None,
+        *,
+        fallback: Handler | None = None,
+        on_eof: Callable[[str, int, int], None] | None = None,
+        registry: CollectorRegistry | None = None,
+        name: str = "consumer",
+    ) -> None:
+        self._consumer = consumer
+        self._codec = codec
+        self._deadletters = deadletters
+        self._handlers = dict(handlers or {})
+        self._fallback = fallback
+        self._on_eof = on_eof
+        self.name = name
+        self.records = Counter(
+            "cachet_consumed_records",
+            "Records consumed, by outcome",
+            ["consumer", "outcome"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> int:
+        """Consume one batch; the number of records taken (good or bad)."""
+        msgs = self._consumer.consume(max_records, timeout_s)
+        taken = 0
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if self._on_eof:
+                        self._on_eof(msg.topic(), msg.partition(), msg.offset())
+                    continue
+                # Broker / transport errors are not records: log, keep going.
+                log.warning("%s: consume error: %s", self.name, err)
+                continue
+            taken += 1
+            self._handle(msg)
+        return taken
+
+    def _handle(self, msg: Message) -> None:
+        origin = RecordOrigin.of(msg)
+        value = msg.value()
+        try:
+            event = self._codec.decode(value or b"")
+        except DecodeError as exc:
+            self._reject(value, origin, DeadLetterFailure.UNDECODABLE, str(exc))
+            return
+        handler = self._handlers.get(event.type, self._fallback)
+        if handler is None:
+            self._reject(
+                value,
+                origin,
+                DeadLetterFailure.NO_HANDLER,
+                f"no handler for {event.type.value} on {origin.topic}",
+            )
+            return
+        try:
+            handler(event, origin)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not kill the consumer
+            log.exception("%s: handler for %s failed", self.name, event.type.value)
+            self._reject(
+                value,
+                origin,
+                DeadLetterFailure.HANDLER_FAILED,
+                f"{event.type.value}: {type(exc).__name__}: {exc}",
+            )
+            return
+        self.records.labels(self.name, "ok").inc()
+
+    def _reject(
+        self, value: bytes | None, origin: RecordOrigin, failure: DeadLetterFailure, reason: str
+    ) -> None:
+        self.records.labels(self.name, failure.value).inc()
+        self._deadletters.send(value, origin, failure, reason)
+
+    def run(self, stop: threading.Event, timeout_s: float = 0.5) -> None:
+        """Poll until ``stop`` is set."""
+        while not stop.is_set():
+            self.poll(timeout_s)
+
+
+def headers_dict(headers: Any) -> dict[str, bytes]:
+    """Kafka headers (list of pairs or None) as a dict, last value wins."""
+    return {k: v or b"" for k, v in (headers or ())}

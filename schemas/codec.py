@@ -1,0 +1,527 @@
+"""The wire codec: Cachet events as Avro single-object encoded envelopes.
+
+Byte layout of one encoded event (the Avro specification's "single object
+encoding", so any Avro implementation can read it without a registry)::
+
+    offset 0   2 bytes  magic C3 01
+    offset 2   8 bytes  CRC-64-AVRO fingerprint of the writer's envelope
+                        schema (Parsing Canonical Form), little-endian
+    offset 10  ...      Avro binary body of one ``cachet.events.Envelope``
+
+The fingerprint names the writer schema. The codec knows the current schema
+set (``schemas/*.avsc``) and every released set (``schemas/history/*/``), so
+data written by any released producer decodes, resolved to the current
+reader schema. Anything else is a :class:`DecodeError` with a
+:class:`DecodeFailure` the caller can match on (the consume loop sends it to
+the dead-letter topic with that reason).
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException, to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+from cachet.errors import CachetError
+from schemas.events import Event, EventType, SealRef
+
+__all__ = [
+    "DecodeError",
+    "DecodeFailure",
+    "EncodeError",
+    "EventCodec",
+    "MAGIC",
+    "HEADER_LEN",
+    "SCHEMA_DIR",
+    "ENVELOPE_NAME",
+    "SchemaLoadError",
+    "SchemaSet",
+    "crc64_avro",
+    "load_schema_set",
+    "history_dirs",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+ENVELOPE_NAME = "cachet.events.Envelope"
+MAGIC = b"\xc3\x01"
+HEADER_LEN = len(MAGIC) + 8
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+_CRC64_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO (Rabin) fingerprint of ``data``, as the Avro spec defines it."""
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DecodeFailure(enum.Enum):
+    """Why bytes did not decode to an event."""
+
+    NOT_SINGLE_OBJECT = "not_single_object"  # does not start with C3 01 (empty included)
+    TRUNCATED = "truncated"  # header shorter than 10 bytes, or body ends early
+    UNKNOWN_FINGERPRINT = "unknown_fingerprint"  # writer schema is no released/current set
+    BODY_INVALID = "body_invalid"  # body is not a valid envelope of the writer schema
+    TRAILING_BYTES = "trailing_bytes"  # bytes left after one envelope
+    TYPE_MISMATCH = "type_mismatch"  # envelope type is unknown or differs from payload branch
+
+
+class DecodeError(CachetError):
+    """Bytes that are not a Cachet event; ``failure`` says why, ``detail`` how."""
+
+    def __init__(self, failure: DecodeFailure, detail: str) -> None:
+        super().__init__(f"{failure.value}: {detail}")
+        self.failure = failure
+        self.detail = detail
+
+
+class EncodeError(CachetError):
+    """An event that cannot be encoded: the message names the event type and why."""
+
+
+class SchemaLoadError(CachetError):
+    """A schema directory that does not hold a consistent, complete schema set."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaSet:
+    """One complete envelope schema: the current set or a released one."""
+
+    source: Path
+    envelope: dict[str, Any]  # self-contained: every named type inlined at first use
+    canonical_form: str  # Avro Parsing Canonical Form of ``envelope``
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of canonical_form
+    parsed: dict[str, Any]  # fastavro-parsed ``envelope`` with logical types stripped
+    payloads: dict[str, dict[str, Any]]  # payload full name -> parsed self-contained record
+
+
+def _fullname(name: str, namespace: str) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _collect(schema: Any, namespace: str, into: dict[str, dict[str, Any]], source: Path) -> None:
+    """Registers every named type defined in ``schema`` under its full name."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _collect(branch, namespace, into, source)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind in _NAMED:
+            full = _fullname(schema["name"], schema.get("namespace", namespace))
+            if full in into:
+                raise SchemaLoadError(f"{source}: {full} is defined twice")
+            into[full] = {**schema, "name": full, "namespace": full.rpartition(".")[0]}
+            for field in schema.get("fields", ()):
+                _collect(field["type"], full.rpartition(".")[0], into, source)
+        elif kind == "array":
+            _collect(schema["items"], namespace, into, source)
+        elif kind == "map":
+            _collect(schema["values"], namespace, into, source)
+        elif isinstance(kind, dict | list):
+            _collect(kind, namespace, into, source)
+
+
+def _inline(
+    schema: Any, namespace: str, registry: dict[str, dict[str, Any]], defined: set[str]
+) -> Any:
+    """Rewrites ``schema`` so each named type is defined at its first use.
+
+    Definitions come from ``registry`` (every .avsc of the set); names are
+    written fully qualified, so the result is one self-contained schema whose
+    canonical form (and so fingerprint) does not depend on file layout.
+    """
+    if isinstance(schema, str):
+        if schema in _PRIMITIVES:
+            return schema
+        full = _fullname(schema, namespace)
+        if full in defined:
+            return full
+        if full not in registry:
+            raise SchemaLoadError(f"unknown type {schema!r} (as {full})")
+        return _inline(registry[full], namespace, registry, defined)
+    if isinstance(schema, list):
+        return [_inline(branch, namespace, registry, defined) for branch in schema]
+    kind = schema["type"]
+    if kind in _NAMED:
+        full = _fullname(schema["name"], schema.get("namespace", namespace))
+        if full in defined:
+            return full
+        defined.add(full)
+        out = {k: v for k, v in schema.items() if k not in ("namespace", "fields")}
+        out["name"] = full
+        if "fields" in schema:
+            child_ns = full.rpartition(".")[0]
+            out["fields"] = [
+                {**field, "type": _inline(field["type"], child_ns, registry, defined)}
+                for field in schema["fields"]
+            ]
+        return out
+    if kind == "array":
+        return {**schema, "items": _inline(schema["items"], namespace, registry, defined)}
+    if kind == "map":
+        return {**schema, "values": _inline(schema["values"], namespace, registry, defined)}
+    if isinstance(kind, dict | list):
+        return _inline(kind, namespace, registry, defined)
+    return dict(schema)
+
+
+def _strip_logical_types(schema: Any) -> Any:
+    """Drops ``logicalType`` annotations: the codec works on the underlying types.
+
+    Logical types stay in the .avsc files (and are ignored by the canonical
+    form, so the fingerprint is unchanged) for other Avro readers; the Event
+    API uses int microseconds and UUID text, and converting through datetime
+    and uuid.UUID would cost time and reject values the wire type allows.
+    """
+    if isinstance(schema, list):
+        return [_strip_logical_types(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "logicalType"}
+    if "fields" in out:
+        out["fields"] = [{**f, "type": _strip_logical_types(f["type"])} for f in out["fields"]]
+    for key in ("items", "values"):
+        if key in out:
+            out[key] = _strip_logical_types(out[key])
+    if isinstance(out.get("type"), dict | list):
+        out["type"] = _strip_logical_types(out["type"])
+    if len(out) == 1 and isinstance(out["type"], str) and out["type"] in _PRIMITIVES:
+        return out["type"]
+    return out
+
+
+def load_schema_set(directory: Path) -> SchemaSet:
+    """Loads every ``*.avsc`` in ``directory`` into one self-contained envelope."""
+    registry: dict[str, dict[str, Any]] = {}
+    files = sorted(directory.glob("*.avsc"))
+    if not files:
+        raise SchemaLoadError(f"{directory}: no .avsc files")
+    for path in files:
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SchemaLoadError(f"{path}: {exc}") from exc
+        _collect(schema, "", registry, path)
+    if ENVELOPE_NAME not in registry:
+        raise SchemaLoadError(f"{directory}: no {ENVELOPE_NAME} defined")
+    try:
+        envelope = _inline(ENVELOPE_NAME, "", registry, set())
+        canonical = to_parsing_canonical_form(envelope)
+        parsed = cast(dict[str, Any], parse_schema(_strip_logical_types(envelope)))
+        payloads = {
+            branch["name"]: cast(
+                dict[str, Any],
+                parse_schema(_strip_logical_types(_inline(branch["name"], "", registry, set()))),
+            )
+            for branch in _payload_branches(envelope)
+        }
+    except (SchemaParseException, ValueError, KeyError, TypeError) as exc:
+        raise SchemaLoadError(f"{directory}: invalid envelope schema: {exc}") from exc
+    fingerprint = struct.pack("<Q", crc64_avro(canonical.encode("utf-8")))
+    return SchemaSet(directory, envelope, canonical, fingerprint, parsed, payloads)
+
+
+def history_dirs(schema_dir: Path) -> list[Path]:
+    """The released schema sets under ``schema_dir/history``, oldest name first."""
+    root = schema_dir / "history"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _payload_branches(envelope: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for field in envelope["fields"]:
+        if field["name"] == "payload":
+            yield from field["type"]
+            return
+    raise SchemaLoadError("envelope has no payload field")
+
+
+# --------------------------------------------------------------------------- codec
+
+# What fastavro raises on a malformed body (EOFError, for a short body, is
+# handled apart). Listed, not `Exception`, so a programming error still shows.
+_BODY_ERRORS = (
+    ValueError,  # includes UnicodeDecodeError
+    SchemaResolutionError,  # writer data the reader schema cannot take
+    IndexError,  # union branch or enum symbol index out of range
+    KeyError,
+    TypeError,
+    OverflowError,
+    MemoryError,  # a length prefix larger than memory
+    struct.error,
+    SchemaParseException,
+)
+
+
+class _ShortReadProbe(io.BytesIO):
+    """An input that remembers whether a read asked for more than was left."""
+
+    ran_dry = False
+    negative_length = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            # fastavro passes a negative string/bytes length straight to
+            # read(), which then returns the rest of the input.
+            self.negative_length = True
+        chunk = super().read(size)
+        if size is not None and len(chunk) < size:
+            self.ran_dry = True
+        return chunk
+
+
+_TYPES_BY_NAME: dict[str, EventType] = {t.value: t for t in EventType}
+
+
+@dataclass(frozen=True, slots=True)
+class _Branch:
+    fullname: str
+    fields: frozenset[str]
+    required: frozenset[str]  # fields without a default
+    schema: dict[str, Any]  # parsed payload record, for validation
+
+
+class EventCodec:
+    """Encodes :class:`Event` values to single-object bytes and back.
+
+    Schemas are parsed once, at construction; encode and decode then only
+    run fastavro's compiled reader and writer.
+    """
+
+    def __init__(self, schema_dir: Path | None = None) -> None:
+        directory = schema_dir if schema_dir is not None else SCHEMA_DIR
+        self._current = load_schema_set(directory)
+        self.fingerprint: bytes = self._current.fingerprint
+        self._branches = self._index_branches(self._current)
+        self._writers: dict[bytes, SchemaSet] = {}
+        for path in history_dirs(directory):
+            released = load_schema_set(path)
+            self._writers.setdefault(released.fingerprint, released)
+            log.debug("schema set %s: fingerprint %s", path.name, released.fingerprint.hex())
+        self._writers[self.fingerprint] = self._current
+
+    @property
+    def known_fingerprints(self) -> frozenset[bytes]:
+        """Fingerprints of every writer schema this codec decodes."""
+        return frozenset(self._writers)
+
+    @staticmethod
+    def _index_branches(schema_set: SchemaSet) -> dict[EventType, _Branch]:
+        branches: dict[EventType, _Branch] = {}
+        for raw in _payload_branches(schema_set.envelope):
+            short = raw["name"].rpartition(".")[2]
+            try:
+                event_type = EventType(short)
+            except ValueError as exc:
+                raise SchemaLoadError(f"payload branch {short} has no EventType") from exc
+            branches[event_type] = _Branch(
+                fullname=raw["name"],
+                fields=frozenset(f["name"] for f in raw["fields"]),
+                required=frozenset(f["name"] for f in raw["fields"] if "default" not in f),
+                schema=schema_set.payloads[raw["name"]],
+            )
+        missing = set(EventType) - set(branches)
+        if missing:
+            names = ", ".join(sorted(t.value for t in missing))
+            raise SchemaLoadError(f"{schema_set.source}: no payload branch for {names}")
+        return branches
+
+    # ----------------------------------------------------------------- encode
+
+    def encode(self, event: Event) -> bytes:
+        """Returns ``C3 01 || fingerprint || body``; raises :class:`EncodeError`."""
+        try:
+            branch = self._branches[event.type]
+        except (KeyError, TypeError) as exc:
+            raise EncodeError(f"{event.type!r}: not an EventType") from exc
+        name = branch.fullname.rpartition(".")[2]
+        payload = event.payload
+        if not isinstance(payload, dict):
+            raise EncodeError(f"{name}: payload is {type(payload).__name__}, not a dict")
+        missing = branch.required - payload.keys()
+        if missing:
+            raise EncodeError(f"{name}: payload misses field(s) {', '.join(sorted(missing))}")
+        unknown = payload.keys() - branch.fields
+        if unknown:
+            # A typo'd field would otherwise be dropped silently: refuse it.
+            names = ", ".join(sorted(map(str, unknown)))
+            raise EncodeError(f"{name}: payload has unknown field(s) {names}")
+        try:
+            # fastavro's writer truncates floats into longs and writes ints
+            # out of range; a ledger must never record a silently wrong value.
+            validate(payload, branch.schema, raise_errors=True)
+        except ValidationError as exc:
+            reasons = "; ".join(str(error) for error in exc.errors)
+            raise EncodeError(f"{name}: invalid payload: {reasons}") from exc
+        record = {
+            "event_id": event.event_id,
+            "type": name,
+            "occurred_at": event.occurred_at_us,
+            "producer_id": event.producer_id,
+            "producer_seq": event.producer_seq,
+            "seal_ref": (
+                None
+                if event.seal_ref is None
+                else {"seal_seq": event.seal_ref.seal_seq, "leaf_index": event.seal_ref.leaf_index}
+            ),
+            "payload": (branch.fullname, payload),
+        }
+        self._check_envelope(name, record)
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(self.fingerprint)
+        try:
+            schemaless_writer(buf, self._current.parsed, record)
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise EncodeError(f"{name}: {type(exc).__name__}: {exc}") from exc
+        return buf.getvalue()
+
+    @staticmethod
+    def _check_envelope(name: str, record: dict[str, Any]) -> None:
+        for key in ("event_id", "producer_id"):
+            if not isinstance(record[key], str):
+                raise EncodeError(f"{name}: {key} must be str, got {type(record[key]).__name__}")
+        for key, bits in (("occurred_at", 64), ("producer_seq", 64)):
+            value = record[key]
+            if type(value) is not int or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                raise EncodeError(f"{name}: {key} must be a {bits}-bit int, got {value!r}")
+        ref = record["seal_ref"]
+        if ref is not None:
+            for key, bits in (("seal_seq", 64), ("leaf_index", 32)):
+                value = ref[key]
+                if type(value) is not int or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                    raise EncodeError(f"{name}: seal_ref.{key} must be a {bits}-bit int")
+
+    # ----------------------------------------------------------------- decode
+
+    def decode(self, data: bytes) -> Event:
+        """Decodes one event written with the current or any released schema.
+
+        Raises :class:`DecodeError`; never anything else for any input bytes.
+        """
+        if not data or not MAGIC.startswith(bytes(data[: len(MAGIC)])):
+            raise DecodeError(
+                DecodeFailure.NOT_SINGLE_OBJECT,
+                f"expected magic c301, got {bytes(data[:2]).hex() or 'empty input'}",
+            )
+        if len(data) < HEADER_LEN:
+            raise DecodeError(
+                DecodeFailure.TRUNCATED, f"header is {len(data)} bytes, needs {HEADER_LEN}"
+            )
+        fingerprint = bytes(data[len(MAGIC) : HEADER_LEN])
+        writer = self._writers.get(fingerprint)
+        if writer is None:
+            raise DecodeError(
+                DecodeFailure.UNKNOWN_FINGERPRINT,
+                f"writer schema fingerprint {fingerprint.hex()} is not a known schema set",
+            )
+        fo = io.BytesIO(data)
+        fo.seek(HEADER_LEN)
+        try:
+            record = self._read(fo, writer)
+        except (EOFError, *_BODY_ERRORS) as exc:
+            raise self._body_failure(data, writer, exc) from exc
+        if fo.tell() != len(data):
+            raise DecodeError(
+                DecodeFailure.TRAILING_BYTES,
+                f"{len(data) - fo.tell()} byte(s) after the envelope (of {len(data)})",
+            )
+        return self._to_event(record)
+
+    def _read(self, fo: io.BytesIO, writer: SchemaSet) -> dict[str, Any]:
+        record: dict[str, Any] = schemaless_reader(  # type: ignore[assignment]
+            fo,
+            writer.parsed,
+            None if writer is self._current else self._current.parsed,
+            return_record_name=True,
+            # Only the payload union (several records) comes back as a
+            # (name, record) tuple; seal_ref stays a plain dict or None.
+            return_record_name_override=True,
+        )
+        return record
+
+    def _body_failure(self, data: bytes, writer: SchemaSet, exc: Exception) -> DecodeError:
+        """Classifies a failed body read: input that ran out, or input that is wrong.
+
+        fastavro reports a short read as EOFError or as IndexError (a varint
+        cut mid-way), and IndexError also means a bad union index; so the
+        read is replayed on an input that records whether it ran dry. Only
+        failures pay for this.
+        """
+        fo = _ShortReadProbe(data)
+        fo.seek(HEADER_LEN)
+        try:
+            self._read(fo, writer)
+        except (EOFError, *_BODY_ERRORS):
+            pass  # the same failure again; we only want to know how it ended
+        what = f"{type(exc).__name__}: {exc}"[:500]
+        if fo.negative_length:
+            return DecodeError(DecodeFailure.BODY_INVALID, f"negative length prefix: {what}")
+        if fo.ran_dry:
+            return DecodeError(
+                DecodeFailure.TRUNCATED, f"body ends early ({len(data)} bytes): {what}"
+            )
+        return DecodeError(DecodeFailure.BODY_INVALID, what)
+
+    @staticmethod
+    def _to_event(record: dict[str, Any]) -> Event:
+        type_name = record["type"]
+        branch = record["payload"]
+        if not isinstance(branch, tuple):
+            raise DecodeError(DecodeFailure.BODY_INVALID, "payload is not a named union branch")
+        branch_name = branch[0].rpartition(".")[2]
+        event_type = _TYPES_BY_NAME.get(type_name)
+        if event_type is None:
+            raise DecodeError(
+                DecodeFailure.TYPE_MISMATCH, f"type {type_name[:100]!r} is not an event type"
+            )
+        if branch_name != type_name:
+            raise DecodeError(
+                DecodeFailure.TYPE_MISMATCH,
+                f"envelope type {type_name} but payload is a {branch_name}",
+            )
+        ref = record["seal_ref"]
+        return Event(
+            type=event_type,
+            payload=branch[1],
+            event_id=record["event_id"],
+            occurred_at_us=record["occurred_at"],
+            producer_id=record["producer_id"],
+            producer_seq=record["producer_seq"],
+            seal_ref=None if ref is None else SealRef(ref["seal_seq"], ref["leaf_index"]),
+        )

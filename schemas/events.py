@@ -1,0 +1,339 @@
+"""Cachet's event model: the event types, the envelope as a value, UUIDv7.
+
+An :class:`Event` is what travels in every topic: an envelope (id, event
+time, producer identity and sequence, optional seal reference) around one
+payload record. Payloads are plain fastavro-shaped dicts (enum symbols as
+str, hashes as bytes) whose shape the ``schemas/*.avsc`` files define; the
+codec (``schemas.codec``) checks them against the schema on encode.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Event",
+    "EventType",
+    "SAMPLE_PAYLOADS",
+    "SealRef",
+    "new_event",
+    "now_us",
+    "uuid7",
+]
+
+
+class EventType(str, enum.Enum):  # noqa: UP042 -- the agreed API; StrEnum changes str()
+    """Every event type; the value is the Avro record name of its payload."""
+
+    CACHE_WRITTEN = "CacheWritten"
+    STATE_TRANSITIONED = "StateTransitioned"
+    CACHE_READ = "CacheRead"
+    INVALIDATED = "Invalidated"
+    WATERMARK_TICK = "WatermarkTick"
+    CONTRACT_DEFINED = "ContractDefined"
+    SIGNING_KEY_REGISTERED = "SigningKeyRegistered"
+    SIGNING_KEY_ROTATED = "SigningKeyRotated"
+    SIGNING_KEY_REVOKED = "SigningKeyRevoked"
+    ROLE_GRANTED = "RoleGranted"
+    ERASURE_REQUESTED = "ErasureRequested"
+    ERASURE_COMPLETED = "ErasureCompleted"
+    KV_SCRUB_REQUESTED = "KvScrubRequested"
+    KV_SCRUB_COMPLETED = "KvScrubCompleted"
+    KV_BLOCK_QUARANTINED = "KvBlockQuarantined"
+    SEAL = "Seal"
+    CONTRACT_VIOLATION = "ContractViolation"
+    INTEGRITY_FAILURE = "IntegrityFailure"
+    UNSEALED_TIMEOUT = "UnsealedTimeout"
+    LOG_DISCONTINUITY = "LogDiscontinuity"
+
+
+@dataclass(frozen=True, slots=True)
+class SealRef:
+    """Where an event sits in its producer's seals: seal sequence and leaf index."""
+
+    seal_seq: int
+    leaf_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: the envelope fields plus the payload record of ``type``."""
+
+    type: EventType
+    payload: dict[str, Any]  # fastavro-shaped payload record
+    event_id: str  # UUIDv7 text
+    occurred_at_us: int  # event time, microseconds since the Unix epoch
+    producer_id: str
+    producer_seq: int
+    seal_ref: SealRef | None = None
+
+
+def now_us() -> int:
+    """Wall-clock time in microseconds since the epoch (the default clock)."""
+    return time.time_ns() // 1000
+
+
+def uuid7(now_us: int | None = None, rand: Callable[[int], bytes] = os.urandom) -> str:
+    """An RFC 9562 UUIDv7 for ``now_us`` (default: now), as lowercase text.
+
+    Layout: 48-bit Unix milliseconds, version 7, 12 bits of sub-millisecond
+    time (RFC 9562 section 6.2, method 3, so ids from one process sort by
+    time to 1/4096 ms), variant 10, 62 random bits from ``rand``.
+    """
+    if now_us is None:
+        now_us = time.time_ns() // 1000
+    if now_us < 0:
+        raise ValueError(f"uuid7: time {now_us} is before the epoch")
+    millis, sub_us = divmod(now_us, 1000)
+    if millis >= 1 << 48:
+        raise ValueError(f"uuid7: time {now_us} does not fit 48-bit milliseconds")
+    sub_ms = sub_us * 4096 // 1000  # 0..4095
+    random_bytes = rand(8)
+    if len(random_bytes) != 8:
+        raise ValueError(f"uuid7: rand returned {len(random_bytes)} bytes, wanted 8")
+    rand_b = int.from_bytes(random_bytes, "big") & ((1 << 62) - 1)
+    value = (millis << 80) | (0x7 << 76) | (sub_ms << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def new_event(
+    type: EventType,
+    payload: dict[str, Any],
+    *,
+    producer_id: str,
+    producer_seq: int,
+    occurred_at_us: int | None = None,
+    seal_ref: SealRef | None = None,
+    clock: Callable[[], int] = now_us,
+    rand: Callable[[int], bytes] = os.urandom,
+) -> Event:
+    """A new event with a fresh UUIDv7; event time defaults to ``clock()``."""
+    created_us = clock()
+    return Event(
+        type=EventType(type),
+        payload=payload,
+        event_id=uuid7(created_us, rand),
+        occurred_at_us=created_us if occurred_at_us is None else occurred_at_us,
+        producer_id=producer_id,
+        producer_seq=producer_seq,
+        seal_ref=seal_ref,
+    )
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _h(label: str) -> bytes:
+    return hashlib.sha3_256(label.encode()).digest()
+
+
+_SIGS = [
+    {"algorithm": "ML-DSA-65", "key_id": "anchor-mldsa-01", "signature": bytes(range(64))},
+    {"algorithm": "FN-DSA-512", "key_id": "anchor-fndsa-01", "signature": bytes(range(40))},
+    {"algorithm": "SLH-DSA-SHA2-128f", "key_id": "anchor-slhdsa-01", "signature": bytes(96)},
+]
+_KEYS = [
+    {"algorithm": "ML-DSA-65", "key_id": "quotes-svc-mldsa-02", "public_key": _h("pk-mldsa")},
+    {"algorithm": "FN-DSA-512", "key_id": "quotes-svc-fndsa-02", "public_key": _h("pk-fndsa")},
+    {"algorithm": "SLH-DSA-SHA2-128f", "key_id": "quotes-svc-slh-02", "public_key": _h("pk-slh")},
+]
+_SYSTEM_EXPIRY = {"kind": "SYSTEM_EXPIRY", "key_id": None, "role": None}
+_T0 = 1_790_000_000_000_000  # 2026-09-21, microseconds
+
+# One valid, realistic payload per event type, every field present (so a
+# decoded sample compares equal). Tests and `cachet demo` round-trip these.
+SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
+    EventType.CACHE_WRITTEN: {
+        "key_hash": _h("key:quote:AAPL"),
+        "namespace": "quotes",
+        "contract": "finra_quotes",
+        "fingerprint": _h("fp:quote:AAPL:v3"),
+        "version": 3,
+        "value": {
+            "ciphertext": b"\x8f\x12" * 24,
+            "nonce": bytes(12),
+            "data_key_id": "dk-ns-quotes-0001",
+            "commitment": _h("commit:quote:AAPL:v3"),
+            "aad_version": 1,
+        },
+        "subject_hash": None,
+        "classification": "financial",
+        "ttl_ms": 30_000,
+        "prev_event_hash": _h("event:quote:AAPL:v2"),
+    },
+    EventType.STATE_TRANSITIONED: {
+        "key_hash": _h("key:quote:AAPL"),
+        "namespace": "quotes",
+        "version": 2,
+        "from_state": "ACTIVE",
+        "to_state": "SUPERSEDED",
+        "authority": {"kind": "KEY", "key_id": "quotes-svc-mldsa-02", "role": "OWNER"},
+        "reason": "superseded_by_v3",
+        "prev_event_hash": _h("event:quote:AAPL:v3"),
+    },
+    EventType.CACHE_READ: {
+        "key_hash": _h("key:quote:AAPL"),
+        "namespace": "quotes",
+        "contract": "finra_quotes",
+        "outcome": "HIT",
+        "reason": "served",
+        "fingerprint": _h("fp:quote:AAPL:v3"),
+        "version": 3,
+        "freshness": {
+            "age_ms": 420,
+            "max_staleness_ms": 1000,
+            "headroom_ms": 545,
+            "view_lag_ms": 35,
+        },
+        "reader_role": "OWNER",
+        "node_id": "node-a",
+    },
+    EventType.INVALIDATED: {
+        "key_hash": _h("key:quote:AAPL"),
+        "namespace": "quotes",
+        "mode": "EAGER",
+        "version": None,
+        "authority": {"kind": "SYSTEM_CONTRACT", "key_id": None, "role": None},
+        "reason": "source_changed",
+    },
+    EventType.WATERMARK_TICK: {
+        "ticker_id": "ticker-1",
+        "partition": 3,
+        "tick_seq": 1207,
+        "emitted_at_us": _T0,
+    },
+    EventType.CONTRACT_DEFINED: {
+        "name": "finra_quotes",
+        "definition_json": '{"invalidation":"eager","max_staleness_ms":1000,"strict":true}',
+        "definition_hash": _h('{"invalidation":"eager","max_staleness_ms":1000,"strict":true}'),
+    },
+    EventType.SIGNING_KEY_REGISTERED: {
+        "producer_id": "quotes-svc",
+        "key_set_id": "ks-quotes-02",
+        "keys": _KEYS,
+        "valid_from_us": _T0,
+        "anchor_signatures": _SIGS,
+    },
+    EventType.SIGNING_KEY_ROTATED: {
+        "producer_id": "quotes-svc",
+        "old_key_set_id": "ks-quotes-01",
+        "new_key_set_id": "ks-quotes-02",
+        "keys": _KEYS,
+        "rotated_at_us": _T0 + 5_000_000,
+        "anchor_signatures": _SIGS,
+    },
+    EventType.SIGNING_KEY_REVOKED: {
+        "producer_id": "quotes-svc",
+        "key_set_id": "ks-quotes-01",
+        "compromised_at_us": _T0 - 60_000_000,
+        "reason": "host_compromise",
+        "anchor_signatures": _SIGS,
+    },
+    EventType.ROLE_GRANTED: {
+        "principal": "examiner@finra.example",
+        "role": "REGULATOR",
+        "namespace": "quotes",
+        "granted_by": "compliance-admin",
+        "anchor_signatures": _SIGS[:1],
+    },
+    EventType.ERASURE_REQUESTED: {
+        "request_id": "er-2026-0042",
+        "subject_hash": _h("subject:user-1234"),
+        "scope": "SUBJECT",
+        "requested_by": "dpo@example.com",
+        "legal_basis": "GDPR Art. 17(1)(a)",
+    },
+    EventType.ERASURE_COMPLETED: {
+        "request_id": "er-2026-0042",
+        "subject_hash": _h("subject:user-1234"),
+        "entries_revoked": 17,
+        "data_keys_destroyed": 1,
+        "l1_evictions": 34,
+        "kv_blocks_scrubbed": 256,
+        "proof_hash": _h("erasure-proof:er-2026-0042"),
+    },
+    EventType.KV_SCRUB_REQUESTED: {
+        "worker_id": None,
+        "trigger": "ERASURE",
+        "tenant": "tenant-acme",
+        "request_id": None,
+        "subject_hash": _h("subject:user-1234"),
+    },
+    EventType.KV_SCRUB_COMPLETED: {
+        "worker_id": "gpu-worker-0",
+        "tenant": "tenant-acme",
+        "request_id": "req-9f2c",
+        "trigger": "REQUEST_FINISHED",
+        "blocks": 64,
+        "bytes": 64 * 2 * 16 * 8 * 128 * 2,
+        "coverage": 1.0,
+        "method": "FULL",
+        "passes": 1,
+        "duration_us": 850,
+        "device": "cuda:0",
+    },
+    EventType.KV_BLOCK_QUARANTINED: {
+        "worker_id": "gpu-worker-0",
+        "tenant": "tenant-acme",
+        "request_id": "req-9f2c",
+        "blocks": 2,
+        "bytes": 2 * 65536,
+        "reason": "nonzero_after_scrub",
+        "coverage": 0.5,
+    },
+    EventType.SEAL: {
+        "producer_id": "quotes-svc",
+        "seal_seq": 88,
+        "prev_seal_hash": _h("seal:quotes-svc:87"),
+        "merkle_root": _h("root:quotes-svc:88"),
+        "tree_size": 3,
+        "first_producer_seq": 4_200,
+        "leaf_hashes": [_h("leaf:4200"), _h("leaf:4201"), _h("leaf:4202")],
+        "leaf_topics": ["entries", "entries", "reads"],
+        "key_set_id": "ks-quotes-02",
+        "signatures": _SIGS,
+        "sealed_at_us": _T0 + 2_000,
+    },
+    EventType.CONTRACT_VIOLATION: {
+        "key_hash": _h("key:quote:AAPL"),
+        "namespace": "quotes",
+        "contract": "finra_quotes",
+        "reason": "stale",
+        "detail": "age 1450 ms exceeds max staleness 1000 ms",
+        "node_id": "node-b",
+    },
+    EventType.INTEGRITY_FAILURE: {
+        "status": "BAD_SIGNATURE",
+        "producer_id": "quotes-svc",
+        "seal_seq": 88,
+        "producer_seq": None,
+        "topic": "cachet.seals",
+        "partition": 0,
+        "offset": 9_120,
+        "detail": "FN-DSA-512 signature does not verify under quotes-svc-fndsa-02",
+    },
+    EventType.UNSEALED_TIMEOUT: {
+        "producer_id": "quotes-svc",
+        "producer_seq": 4_203,
+        "waited_ms": 30_000,
+        "topic": "cachet.entries",
+        "partition": 5,
+        "offset": 77_001,
+    },
+    EventType.LOG_DISCONTINUITY: {
+        "kind": "offset_below_low_watermark",
+        "topic": "cachet.entries",
+        "partition": 5,
+        "expected_offset": 1_000,
+        "found_offset": 4_096,
+        "producer_id": None,
+        "detail": "stored offset 1000 is below the log start 4096",
+    },
+}

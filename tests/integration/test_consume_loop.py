@@ -1,0 +1,166 @@
+"""The shared consume loop against the real broker: every event type
+round-trips, and garbage lands in the dead-letter topic without stopping it."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from cachet.consume import (
+    DL_HEADER_FAILURE,
+    DL_HEADER_REASON,
+    ConsumeLoop,
+    DeadLetters,
+    headers_dict,
+)
+from cachet.kafka import consumer_settings, producer_settings
+from cachet.topics import TOPIC_OF_EVENT, Topic, TopicNames
+from schemas.codec import EventCodec
+from schemas.events import SAMPLE_PAYLOADS, Event, EventType, new_event
+
+pytestmark = pytest.mark.integration
+
+
+def _consumer(servers: str, names: TopicNames, topics: list[Topic]) -> Consumer:
+    c = Consumer(consumer_settings(servers))
+    c.assign([TopicPartition(names(t), p, 0) for t in topics for p in range(3)])
+    return c
+
+
+def _poll_until(loop: ConsumeLoop, done, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        loop.poll(0.3)
+
+
+def _dead_letters(servers: str, names: TopicNames, want: int) -> list:
+    c = _consumer(servers, names, [Topic.DEADLETTER])
+    got: list = []
+    deadline = time.monotonic() + 15
+    while len(got) < want and time.monotonic() < deadline:
+        got += [m for m in c.consume(100, 0.3) if m.error() is None]
+    c.close()
+    return got
+
+
+def test_every_event_type_round_trips(bootstrap_servers: str, topics: TopicNames) -> None:
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    sent: dict[str, Event] = {}
+    for seq, event_type in enumerate(EventType):
+        event = new_event(
+            event_type, SAMPLE_PAYLOADS[event_type], producer_id="p", producer_seq=seq
+        )
+        producer.produce(topics(TOPIC_OF_EVENT[event_type]), key=b"k", value=codec.encode(event))
+        sent[event.event_id] = event
+    assert producer.flush(10) == 0
+
+    received: dict[str, Event] = {}
+    consumer = _consumer(bootstrap_servers, topics, [t for t in Topic if t is not Topic.DEADLETTER])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        fallback=lambda e, o: received.__setitem__(e.event_id, e),
+    )
+    _poll_until(loop, lambda: len(received) == len(sent))
+    consumer.close()
+    assert received == sent
+    assert {e.type for e in received.values()} == set(EventType)
+
+
+def test_garbage_goes_to_deadletter_and_consumer_keeps_going(
+    bootstrap_servers: str, topics: TopicNames
+) -> None:
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    good = codec.encode(
+        new_event(
+            EventType.WATERMARK_TICK,
+            SAMPLE_PAYLOADS[EventType.WATERMARK_TICK],
+            producer_id="p",
+            producer_seq=1,
+        )
+    )
+    garbage = {
+        "random": b"\x17\x99 garbage bytes \x00",
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "unknown_fingerprint": b"\xc3\x01" + struct.pack("<Q", 0xDEADBEEF) + good[10:],
+    }
+    topic = topics(Topic.INVALIDATIONS)
+    for name, value in garbage.items():
+        producer.produce(topic, key=name.encode(), value=value, partition=0)
+        producer.produce(topic, key=b"good", value=good, partition=0)
+    producer.flush(10)
+
+    handled: list[Event] = []
+    consumer = _consumer(bootstrap_servers, topics, [Topic.INVALIDATIONS])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        {EventType.WATERMARK_TICK: lambda e, o: handled.append(e)},
+    )
+    _poll_until(loop, lambda: len(handled) == len(garbage))
+    consumer.close()
+    producer.flush(10)
+    # Every good record after each bad one was still handled.
+    assert len(handled) == len(garbage)
+
+    letters = _dead_letters(bootstrap_servers, topics, len(garbage))
+    by_key = {m.key().decode(): m for m in letters}
+    assert set(by_key) == set(garbage)
+    for name, value in garbage.items():
+        m = by_key[name]
+        assert (m.value() or b"") == value, "the dead letter must keep the raw bytes"
+        h = headers_dict(m.headers())
+        assert h[DL_HEADER_FAILURE] == b"undecodable"
+        assert h[DL_HEADER_REASON], "a dead letter must say why"
+    assert (
+        b"UNKNOWN_FINGERPRINT"
+        in headers_dict(by_key["unknown_fingerprint"].headers())[DL_HEADER_REASON].upper()
+    )
+
+
+def test_handler_failure_is_dead_lettered_not_fatal(
+    bootstrap_servers: str, topics: TopicNames
+) -> None:
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    topic = topics(Topic.CONTROL)
+    for seq in range(3):
+        e = new_event(
+            EventType.CONTRACT_DEFINED,
+            SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
+            producer_id="p",
+            producer_seq=seq,
+        )
+        producer.produce(topic, key=b"c", value=codec.encode(e), partition=0)
+    producer.flush(10)
+
+    seen: list[int] = []
+
+    def handler(event: Event, origin) -> None:
+        seen.append(event.producer_seq)
+        if event.producer_seq == 1:
+            raise ValueError("contract refused")
+
+    consumer = _consumer(bootstrap_servers, topics, [Topic.CONTROL])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        {EventType.CONTRACT_DEFINED: handler},
+    )
+    _poll_until(loop, lambda: len(seen) == 3)
+    consumer.close()
+    producer.flush(10)
+    assert seen == [0, 1, 2]
+    (letter,) = _dead_letters(bootstrap_servers, topics, 1)
+    h = headers_dict(letter.headers())
+    assert h[DL_HEADER_FAILURE] == b"handler_failed"
+    assert b"contract refused" in h[DL_HEADER_REASON]
