@@ -1,0 +1,1 @@
+"""The signed ledger: producer identities, the seal verifier, the verifying consumer."""
