@@ -14,8 +14,7 @@ from cachet.ledger.consumer import VerifyingConsumer, alert_for
 from cachet.ledger.verifier import IntegrityStatus
 from cachet.topics import Topic
 from schemas.events import EventType
-
-from .conftest import PARTITIONS, REQUIRED, Ledger, emit_sample
+from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +50,7 @@ def test_time_window_seals_a_partial_batch(ledger: Ledger, producer_keys) -> Non
 def test_unsealed_events_are_never_applied(ledger: Ledger, producer_keys, staging: Ledger) -> None:
     """A producer that dies before its seal leaves its events unsealed: they
     time out as UnsealedTimeout and are never applied."""
-    from .conftest import read_all
+    from tests.integration.ledger_support import read_all
 
     ledger.register("svc-c", producer_keys)
     sp = staging.sealing_producer("svc-c", producer_keys, batch=4)
@@ -67,7 +66,7 @@ def test_unsealed_events_are_never_applied(ledger: Ledger, producer_keys, stagin
 
 
 def test_alerts_reach_the_alerts_topic(ledger: Ledger, producer_keys, staging: Ledger) -> None:
-    from .conftest import read_all
+    from tests.integration.ledger_support import read_all
 
     ledger.register("svc-d", producer_keys)
     sp = staging.sealing_producer("svc-d", producer_keys, batch=2)

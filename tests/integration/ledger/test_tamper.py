@@ -17,8 +17,7 @@ from cachet.ledger.verifier import IntegrityStatus
 from cachet.topics import Topic
 from schemas.codec import EventCodec
 from schemas.events import Event, EventType
-
-from .conftest import Ledger, Record, emit_sample, read_all
+from tests.integration.ledger_support import Ledger, Record, emit_sample, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.tamper]
 

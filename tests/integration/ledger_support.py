@@ -1,4 +1,4 @@
-"""Fixtures for the signed ledger against the real broker.
+"""Support for tests of the signed ledger against the real broker.
 
 Keys are generated once per session (SLH-DSA keygen is not free). The
 attacker model of the tamper tests: someone who can read and write the
