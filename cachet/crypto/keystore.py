@@ -227,6 +227,10 @@ class Keystore:
                 return _decode_key_set(entry)
         raise KeystoreError(f"producer {producer_id} has no key set {key_set_id}")
 
+    def producer_ids(self) -> list[str]:
+        """Every producer identity with at least one key set."""
+        return sorted(self._body["key_sets"])
+
     def key_sets(self, producer_id: str) -> list[StoredKeySet]:
         """Every key set of ``producer_id`` (public halves), oldest first."""
         return [
