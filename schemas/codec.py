@@ -384,7 +384,10 @@ class EventCodec:
         try:
             # fastavro's writer truncates floats into longs and writes ints
             # out of range; a ledger must never record a silently wrong value.
-            validate(payload, branch.schema, raise_errors=True)
+            # The boolean pass first: with raise_errors=True fastavro builds a
+            # JSON message for every union branch it tries, valid data or not.
+            if not validate(payload, branch.schema, raise_errors=False):
+                validate(payload, branch.schema, raise_errors=True)
         except ValidationError as exc:
             reasons = "; ".join(str(error) for error in exc.errors)
             raise EncodeError(f"{name}: invalid payload: {reasons}") from exc
