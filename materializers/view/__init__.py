@@ -1,0 +1,31 @@
+"""The RocksDB store under the live view (see ``store`` for the exactly-once rule).
+
+``codec`` specifies the on-disk layout byte by byte; ``entry`` the values.
+"""
+
+from __future__ import annotations
+
+from materializers.view.batch import ViewBatch
+from materializers.view.entry import EntryState, ViewEntry
+from materializers.view.errors import (
+    ViewBatchError,
+    ViewCorruptError,
+    ViewFormatError,
+    ViewMissingError,
+    ViewStoreError,
+)
+from materializers.view.store import STATE_HASH_DOMAIN, VIEW_FORMAT_VERSION, ViewStore
+
+__all__ = [
+    "STATE_HASH_DOMAIN",
+    "VIEW_FORMAT_VERSION",
+    "EntryState",
+    "ViewBatch",
+    "ViewBatchError",
+    "ViewCorruptError",
+    "ViewEntry",
+    "ViewFormatError",
+    "ViewMissingError",
+    "ViewStore",
+    "ViewStoreError",
+]
