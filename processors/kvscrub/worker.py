@@ -1,0 +1,571 @@
+"""The KV-cache scrub worker: scrub requests in from Kafka, forensic events
+out through the signed ledger.
+
+A worker owns one :class:`BlockPool` and its :class:`Scrubber`. It reads
+``kvscrub`` and ``erasure`` as broadcast topics (``assign()`` over every
+partition, no group): every worker must see every request, since any of them
+may hold blocks of the tenant or subject named.
+
+Flow of one request:
+
+1. a handler (run by :class:`~cachet.consume.ConsumeLoop`) validates the
+   event and turns it into :class:`ScrubJob` values in the worker's queue; a
+   malformed event raises, so the loop dead-letters it and moves on;
+2. :meth:`KvScrubWorker.drain` runs the queued jobs (release -> one fused
+   zeroize -> device-side verify -> free the verified, quarantine the rest);
+3. every scrub emits ``KvScrubCompleted`` and, when blocks were quarantined,
+   ``KvBlockQuarantined`` through a :class:`SealingProducer`, so the evidence
+   is covered by signed seals.
+
+No plaintext identifier reaches the log (DESIGN, "Privacy and access"):
+events name a tenant by ``IdentifierHasher.subject(tenant).hex()`` -- the
+keyed hash under the deployment secret -- never by its id. Requests name
+tenants the same way and the worker resolves the hash against the tenants it
+holds. No payload byte is ever put in an event or a log line.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
+
+from cachet.config import CachetConfig
+from cachet.consume import ConsumeLoop, DeadLetters, Handler, RecordOrigin
+from cachet.crypto.identifiers import IdentifierHasher
+from cachet.crypto.seal import PrivateKeySet
+from cachet.kafka import consumer_settings, producer_settings
+from cachet.topics import Topic, TopicNames
+from processors.kvscrub.metrics import ScrubMetrics
+from processors.kvscrub.policy import SessionKey, SessionPolicy
+from processors.kvscrub.pool import BlockPool, KvScrubError, PoolShape, QuarantineReason
+from processors.kvscrub.scrub import (
+    Scrubber,
+    ScrubMethod,
+    ScrubReport,
+    ScrubSettings,
+    ScrubTrigger,
+)
+from producers.sealing import SealingProducer, SealingSettings
+from schemas.codec import EventCodec
+from schemas.events import Event, EventType
+
+__all__ = [
+    "ErasureScope",
+    "KvScrubWorker",
+    "ScrubJob",
+    "ScrubRequestError",
+    "WorkerSetupError",
+    "build_pool",
+    "build_scrubber",
+    "resolve_device",
+    "run_worker",
+    "scrub_consumer",
+    "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+_HASH_BYTES = 32
+# Types that share the worker's topics but need no action from it: its own
+# (and its peers') evidence, and the erasure processor's completion.
+_IGNORED: tuple[EventType, ...] = (
+    EventType.KV_SCRUB_COMPLETED,
+    EventType.KV_BLOCK_QUARANTINED,
+    EventType.ERASURE_COMPLETED,
+)
+
+
+class ScrubRequestError(KvScrubError, ValueError):
+    """A scrub or erasure request the worker cannot act on (dead-lettered)."""
+
+
+class WorkerSetupError(KvScrubError):
+    """The worker cannot start as configured (device, topics)."""
+
+
+class ErasureScope(enum.Enum):
+    """Symbols of the ``ErasureScope`` Avro enum."""
+
+    SUBJECT = "SUBJECT"
+    TENANT = "TENANT"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubJob:
+    """One pending scrub: a request's blocks, or (``request_id=None``) a tenant's."""
+
+    tenant: str
+    request_id: str | None
+    trigger: ScrubTrigger
+    cause: str  # event id of the request, for logs
+
+
+class KvScrubWorker:
+    """Turns scrub and erasure requests into scrubs and signed evidence.
+
+    ``scrubber`` must be built without metrics: the worker observes every
+    report into its own :class:`ScrubMetrics` (on ``registry``), so nothing
+    is counted twice. ``hasher`` computes the keyed tenant/subject hashes the
+    log carries. ``tenant_of_subject`` is an optional directory consulted
+    when a TENANT erasure's hash matches no tenant in the pool (e.g. tenants
+    whose sessions this worker has already ended); it returns the tenant id
+    or ``None``.
+
+    Thread safety: :meth:`open_session` may be called from inference threads;
+    handlers, :meth:`drain` and :meth:`tick` run on the worker's loop thread.
+    """
+
+    def __init__(
+        self,
+        pool: BlockPool,
+        scrubber: Scrubber,
+        ledger_out: SealingProducer,
+        worker_id: str,
+        tenant_of_subject: Callable[[bytes], str | None] | None = None,
+        registry: CollectorRegistry | None = None,
+        *,
+        hasher: IdentifierHasher,
+    ) -> None:
+        if scrubber.pool is not pool:
+            raise ValueError("the scrubber must scrub the worker's pool")
+        self.pool = pool
+        self.scrubber = scrubber
+        self.worker_id = worker_id
+        self.metrics = ScrubMetrics(registry)
+        self._ledger = ledger_out
+        self._hasher = hasher
+        self._tenant_of_subject = tenant_of_subject
+        self._lock = threading.Lock()
+        self._queue: deque[ScrubJob] = deque()
+        self._tenant_by_hash: dict[bytes, str] = {}
+        self._hashed_tenants: set[str] = set()
+        self._sessions_of_subject: dict[bytes, set[SessionKey]] = {}
+
+    # ------------------------------------------------------------ sessions
+    def open_session(
+        self,
+        tenant: str,
+        request_id: str,
+        n_blocks: int,
+        *,
+        subject: str | bytes | None = None,
+        policy: SessionPolicy | None = None,
+    ) -> list[int]:
+        """Allocate a session's blocks; ``subject`` binds it for SUBJECT erasure."""
+        blocks = self.pool.allocate(tenant, request_id, n_blocks, policy=policy)
+        digest = self._hasher.subject(tenant)
+        with self._lock:
+            self._tenant_by_hash[digest] = tenant
+            self._hashed_tenants.add(tenant)
+            if subject is not None:
+                key = SessionKey(tenant, request_id)
+                self._sessions_of_subject.setdefault(self._hasher.subject(subject), set()).add(key)
+        return blocks
+
+    def tenant_ref(self, tenant: str) -> str:
+        """How events name ``tenant``: hex of its keyed hash, never the id itself."""
+        return self._hasher.subject(tenant).hex()
+
+    # ------------------------------------------------------------ handlers
+    def handlers(self) -> dict[EventType, Handler]:
+        """The :class:`ConsumeLoop` handlers of the worker's two topics."""
+        table: dict[EventType, Handler] = {
+            EventType.KV_SCRUB_REQUESTED: self.on_scrub_requested,
+            EventType.ERASURE_REQUESTED: self.on_erasure_requested,
+        }
+        for event_type in _IGNORED:
+            table[event_type] = _ignore
+        return table
+
+    def on_scrub_requested(self, event: Event, origin: RecordOrigin | None = None) -> None:
+        """Queue the scrub a ``KvScrubRequested`` asks of this worker (if any)."""
+        p = event.payload
+        target = p.get("worker_id")
+        if target is not None and target != self.worker_id:
+            return
+        trigger = _trigger(p.get("trigger"))
+        digest = _hash_from_hex(str(p["tenant"]))
+        request_id = p.get("request_id")
+        if trigger is ScrubTrigger.REQUEST_FINISHED and request_id is None:
+            raise ScrubRequestError(f"{event.event_id}: REQUEST_FINISHED needs a request_id")
+        tenant = self._resolve_tenant(digest)
+        if tenant is None:
+            logger.debug("scrub request %s: tenant not held here", event.event_id)
+            return
+        if trigger is ScrubTrigger.ERASURE:
+            # Erasure takes the whole tenant, whatever request or subject is
+            # named: the conservative superset of what must go.
+            request_id = None
+        self._enqueue([ScrubJob(tenant, request_id, trigger, event.event_id)])
+
+    def on_erasure_requested(self, event: Event, origin: RecordOrigin | None = None) -> None:
+        """Queue the scrubs an ``ErasureRequested`` implies for this worker's blocks."""
+        p = event.payload
+        digest = bytes(p["subject_hash"])
+        try:
+            scope = ErasureScope(p.get("scope"))
+        except ValueError:
+            scope = ErasureScope.UNKNOWN
+        if scope is ErasureScope.TENANT:
+            tenant = self._resolve_tenant(digest)
+            jobs = (
+                []
+                if tenant is None
+                else [ScrubJob(tenant, None, ScrubTrigger.ERASURE, event.event_id)]
+            )
+        elif scope is ErasureScope.SUBJECT:
+            with self._lock:
+                keys = sorted(
+                    self._sessions_of_subject.pop(digest, set()),
+                    key=lambda k: (k.tenant, k.request_id),
+                )
+            jobs = [
+                ScrubJob(k.tenant, k.request_id, ScrubTrigger.ERASURE, event.event_id) for k in keys
+            ]
+        else:
+            raise ScrubRequestError(f"{event.event_id}: erasure scope {p.get('scope')!r} unknown")
+        self._enqueue(jobs)
+
+    # ------------------------------------------------------------ work
+    @property
+    def pending(self) -> int:
+        """Scrub jobs waiting in the queue."""
+        with self._lock:
+            return len(self._queue)
+
+    def drain(self) -> list[ScrubReport]:
+        """Run every queued job; returns their reports.
+
+        A job that fails inside the scrubber is logged and skipped (its
+        blocks are either still PENDING_SCRUB or quarantined, never free); a
+        failure of the signed ledger (SealingError) propagates: a worker that
+        cannot record its evidence must stop.
+        """
+        reports: list[ScrubReport] = []
+        while True:
+            with self._lock:
+                if not self._queue:
+                    break
+                job = self._queue.popleft()
+                self.metrics.set_queue_depth(len(self._queue))
+            try:
+                report = self._run(job)
+            except KvScrubError:
+                logger.exception(
+                    "scrub job for request %s failed (trigger=%s)", job.cause, job.trigger.value
+                )
+                continue
+            if report is not None:
+                reports.append(report)
+        self.metrics.observe_pool(self.pool)
+        return reports
+
+    def tick(self, now: float | None = None) -> list[ScrubReport]:
+        """Scrub every session whose TTL or reuse budget is spent at ``now`` (pool clock)."""
+        reports = self.scrubber.enforce_policies(now)
+        for report in reports:
+            self._record(report)
+        if reports:
+            self._prune_subjects()
+        self.metrics.observe_pool(self.pool)
+        return reports
+
+    # ------------------------------------------------------------ internals
+    def _enqueue(self, jobs: list[ScrubJob]) -> None:
+        with self._lock:
+            self._queue.extend(jobs)
+            self.metrics.set_queue_depth(len(self._queue))
+
+    def _run(self, job: ScrubJob) -> ScrubReport | None:
+        if job.request_id is None:
+            report = self.scrubber.scrub_tenant(job.tenant, job.trigger)
+        else:
+            report = self.scrubber.scrub_request(job.tenant, job.request_id, job.trigger)
+        self._prune_subjects()
+        # An empty scrub is evidence only for an erasure ("this worker held
+        # nothing of it"); for other triggers it is a redelivery, not news.
+        if report.blocks == 0 and job.trigger is not ScrubTrigger.ERASURE:
+            return None
+        self._record(report)
+        return report
+
+    def _record(self, report: ScrubReport) -> None:
+        """Metrics, then the forensic events through the signed ledger."""
+        self.metrics.observe(report)
+        digest = self._hasher.subject(report.tenant)
+        tenant = digest.hex()
+        self._ledger.emit(
+            EventType.KV_SCRUB_COMPLETED,
+            {
+                "worker_id": self.worker_id,
+                "tenant": tenant,
+                "request_id": report.request_id,
+                "trigger": report.trigger.value,
+                "blocks": report.blocks,
+                "bytes": report.bytes,
+                "coverage": report.coverage,
+                "method": report.method.value,
+                "passes": report.passes,
+                "duration_us": report.duration_us,
+                "device": report.device,
+            },
+            key=digest,
+        )
+        if report.quarantined:
+            self._ledger.emit(
+                EventType.KV_BLOCK_QUARANTINED,
+                {
+                    "worker_id": self.worker_id,
+                    "tenant": tenant,
+                    "request_id": report.request_id,
+                    "blocks": len(report.quarantined),
+                    "bytes": len(report.quarantined) * self.pool.shape.block_bytes,
+                    "reason": QuarantineReason.VERIFY_FAILED.value,
+                    "coverage": report.coverage,
+                },
+                key=digest,
+            )
+
+    def _resolve_tenant(self, digest: bytes) -> str | None:
+        with self._lock:
+            tenant = self._tenant_by_hash.get(digest)
+            if tenant is None:
+                # Sessions may have been opened on the pool directly: hash the
+                # tenants it holds now (each once; the map only grows by tenant).
+                for key in self.pool.sessions():
+                    if key.tenant not in self._hashed_tenants:
+                        self._hashed_tenants.add(key.tenant)
+                        self._tenant_by_hash[self._hasher.subject(key.tenant)] = key.tenant
+                tenant = self._tenant_by_hash.get(digest)
+        if tenant is None and self._tenant_of_subject is not None:
+            tenant = self._tenant_of_subject(digest)
+        return tenant
+
+    def _prune_subjects(self) -> None:
+        live = set(self.pool.sessions())
+        with self._lock:
+            for digest in list(self._sessions_of_subject):
+                keys = self._sessions_of_subject[digest] & live
+                if keys:
+                    self._sessions_of_subject[digest] = keys
+                else:
+                    del self._sessions_of_subject[digest]
+
+
+def _ignore(event: Event, origin: RecordOrigin) -> None:
+    logger.debug("ignoring %s on %s", event.type.value, origin.topic)
+
+
+def _trigger(symbol: object) -> ScrubTrigger:
+    try:
+        return ScrubTrigger(symbol)
+    except ValueError:
+        return ScrubTrigger.UNKNOWN
+
+
+def _hash_from_hex(text: str) -> bytes:
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        digest = b""
+    if len(digest) != _HASH_BYTES:
+        # Refuse, rather than match, a plaintext id: it must not be on the log.
+        raise ScrubRequestError(
+            "KvScrubRequested.tenant must be the hex of the tenant's keyed hash "
+            f"({2 * _HASH_BYTES} hex characters), got {len(text)} characters"
+        )
+    return digest
+
+
+# ---------------------------------------------------------------- building
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise WorkerSetupError("kvscrub device 'cuda' requested but no CUDA device is available")
+    if requested not in ("cpu", "cuda"):
+        raise WorkerSetupError(f"kvscrub device must be auto, cpu or cuda, got {requested!r}")
+    return torch.device(requested)
+
+
+def build_pool(config: CachetConfig, device: torch.device) -> BlockPool:
+    """The block pool ``[kvscrub]`` describes, on ``device``."""
+    kv = config.kvscrub
+    shape = PoolShape(
+        num_blocks=kv.num_blocks,
+        layers=kv.layers,
+        heads=kv.heads,
+        head_dim=kv.head_dim,
+        block_size=kv.block_size,
+        dtype=getattr(torch, kv.dtype.value),
+    )
+    return BlockPool(shape, device)
+
+
+def build_scrubber(config: CachetConfig, pool: BlockPool, sample_key: bytes = b"") -> Scrubber:
+    """A scrubber with ``[kvscrub]``'s settings and no metrics (the worker keeps them).
+
+    Config enums are lowercase, the scrubber's uppercase: mapped by name.
+    ``sample_key`` is needed for SAMPLED only.
+    """
+    kv = config.kvscrub
+    settings = ScrubSettings(
+        method=ScrubMethod[kv.method.name],
+        coverage_threshold=kv.coverage_threshold,
+        double_pass=kv.double_pass,
+        sample_key=sample_key,
+    )
+    return Scrubber(pool, settings)
+
+
+def scrub_consumer(
+    bootstrap_servers: str,
+    names: TopicNames,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    group_id: str = "cachet-kvscrub",
+    from_beginning: bool = False,
+    timeout_s: float = 10.0,
+) -> Consumer:
+    """A consumer assigned to every partition of ``kvscrub`` and ``erasure``.
+
+    Broadcast by ``assign()``: no group, so every worker sees every request.
+    By default it starts at each partition's current end, resolved NOW (not
+    lazily), so a request produced after this returns is never skipped; the
+    pool is process memory, so nothing before this process can name its blocks.
+    """
+    consumer = Consumer(consumer_settings(bootstrap_servers, group_id, overrides))
+    assignment: list[TopicPartition] = []
+    for topic in (Topic.KVSCRUB, Topic.ERASURE):
+        name = names(topic)
+        meta = consumer.list_topics(name, timeout=timeout_s).topics.get(name)
+        if meta is None or meta.error is not None or not meta.partitions:
+            consumer.close()
+            raise WorkerSetupError(f"topic {name} is missing on {bootstrap_servers}")
+        for p in sorted(meta.partitions):
+            if from_beginning:
+                offset = OFFSET_BEGINNING
+            else:
+                _, offset = consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=timeout_s
+                )
+            assignment.append(TopicPartition(name, p, offset))
+    consumer.assign(assignment)
+    return consumer
+
+
+def serve(
+    worker: KvScrubWorker,
+    loop: ConsumeLoop,
+    stop: threading.Event,
+    *,
+    tick_interval_s: float = 1.0,
+    poll_timeout_s: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Poll, drain, and run the policy tick every ``tick_interval_s`` until ``stop``."""
+    next_tick = clock()
+    while not stop.is_set():
+        loop.poll(poll_timeout_s)
+        worker.drain()
+        if clock() >= next_tick:
+            worker.tick()
+            next_tick = clock() + tick_interval_s
+
+
+def run_worker(
+    config: CachetConfig,
+    bootstrap_servers: str,
+    names: TopicNames,
+    keys: PrivateKeySet,
+    stop: threading.Event,
+    *,
+    hasher: IdentifierHasher,
+    worker_id: str | None = None,
+    identity: str | None = None,
+    device: str | None = None,
+    sample_key: bytes = b"",
+    registry: CollectorRegistry | None = None,
+    from_beginning: bool = False,
+    tick_interval_s: float = 1.0,
+    on_ready: Callable[[KvScrubWorker], None] | None = None,
+) -> None:
+    """Run one scrub worker until ``stop`` is set.
+
+    ``keys`` must already be registered under ``identity`` (default: the
+    worker id, default ``config.node.node_id``) for its evidence to verify.
+    ``device`` overrides ``[kvscrub] device``. Metrics are served on
+    ``config.node.metrics_port`` when non-zero. ``on_ready`` is called once
+    the consumer is assigned and before the first poll.
+    """
+    worker_id = worker_id or config.node.node_id
+    registry = registry if registry is not None else CollectorRegistry()
+    pool = build_pool(config, resolve_device(device or config.kvscrub.device.value))
+    scrubber = build_scrubber(config, pool, sample_key)
+    codec = EventCodec()
+    kafka = config.kafka
+    sealing = SealingProducer(
+        Producer(producer_settings(bootstrap_servers, kafka.producer_overrides)),
+        codec,
+        names,
+        identity or worker_id,
+        keys,
+        SealingSettings(
+            batch_max_events=config.attestation.seal_batch_max_events,
+            batch_max_ms=config.attestation.seal_batch_max_ms,
+        ),
+    )
+    deadletters = DeadLetters(
+        Producer(producer_settings(bootstrap_servers, kafka.producer_overrides)),
+        names(Topic.DEADLETTER),
+    )
+    server = None
+    consumer: Consumer | None = None
+    try:
+        worker = KvScrubWorker(pool, scrubber, sealing, worker_id, registry=registry, hasher=hasher)
+        consumer = scrub_consumer(
+            bootstrap_servers,
+            names,
+            overrides=kafka.consumer_overrides,
+            group_id=f"cachet-kvscrub-{worker_id}",
+            from_beginning=from_beginning,
+        )
+        loop = ConsumeLoop(
+            consumer,
+            codec,
+            deadletters,
+            worker.handlers(),
+            registry=registry,
+            name=f"kvscrub-{worker_id}",
+        )
+        if config.node.metrics_port:
+            server, _ = start_http_server(config.node.metrics_port, registry=registry)
+        logger.info(
+            "kvscrub worker %s on %s: %d blocks of %d bytes",
+            worker_id,
+            pool.device,
+            pool.shape.num_blocks,
+            pool.shape.block_bytes,
+        )
+        if on_ready is not None:
+            on_ready(worker)
+        serve(worker, loop, stop, tick_interval_s=tick_interval_s)
+    finally:
+        if server is not None:
+            server.shutdown()
+        if consumer is not None:
+            consumer.close()
+        deadletters.flush()
+        sealing.close()
