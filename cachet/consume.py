@@ -123,6 +123,7 @@ class ConsumeLoop:
         *,
         fallback: Handler | None = None,
         on_eof: Callable[[str, int, int], None] | None = None,
+        on_error: Callable[[KafkaError], None] | None = None,
         registry: CollectorRegistry | None = None,
         name: str = "consumer",
     ) -> None:
@@ -132,6 +133,7 @@ class ConsumeLoop:
         self._handlers = dict(handlers or {})
         self._fallback = fallback
         self._on_eof = on_eof
+        self._on_error = on_error
         self.name = name
         self.records = Counter(
             "cachet_consumed_records",
@@ -153,6 +155,8 @@ class ConsumeLoop:
                     continue
                 # Broker / transport errors are not records: log, keep going.
                 log.warning("%s: consume error: %s", self.name, err)
+                if self._on_error:
+                    self._on_error(err)
                 continue
             taken += 1
             self._handle(msg)

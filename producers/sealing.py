@@ -282,6 +282,12 @@ class SealingProducer:
         if self._closing:
             raise SealingError(f"sealing producer {self.producer_id} is closed")
 
+    def acknowledge(self, timeout_s: float = 10.0) -> None:
+        """Wait until the broker acknowledged every event emitted so far
+        (their seals may still be on the way)."""
+        if self._producer.flush(timeout_s) != 0:
+            raise SealingError(f"{self.producer_id}: broker did not acknowledge within {timeout_s}s")
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Seal everything emitted so far and wait until the seals are acknowledged."""
         deadline = time.monotonic() + timeout_s

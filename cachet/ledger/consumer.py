@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cachet.consume import ConsumeLoop, DeadLetters, RecordOrigin
 from cachet.crypto.registry import KeyRegistry, RegistrationRejected
@@ -106,7 +106,10 @@ class VerifyingConsumer:
         start_offsets: Mapping[tuple[str, int], int] | None = None,
         unsealed_timeout_s: float = 5.0,
         on_rejected: Callable[[Rejected], None] | None = None,
+        on_record: Callable[[RecordOrigin], None] | None = None,
+        on_error: Callable[[KafkaError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        consumer_overrides: Mapping[str, Any] | None = None,
         name: str = "verifier",
     ) -> None:
         self.registry = KeyRegistry(anchor, required)
@@ -116,6 +119,7 @@ class VerifyingConsumer:
         self._apply = apply
         self._alert = alert
         self._on_rejected = on_rejected
+        self._on_record = on_record
         self._clock = clock
         self._names = names
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
@@ -129,7 +133,7 @@ class VerifyingConsumer:
             for t in data_topics
             for p in range(count(t))
         ]
-        self.consumer = Consumer(consumer_settings(bootstrap_servers))
+        self.consumer = Consumer(consumer_settings(bootstrap_servers, overrides=consumer_overrides))
         self.consumer.assign(assignment)
         self.assignment = [(tp.topic, tp.partition) for tp in assignment]
         self.eof: dict[tuple[str, int], int] = {}
@@ -144,6 +148,7 @@ class VerifyingConsumer:
             handlers,
             fallback=self._on_event,
             on_eof=self._on_eof,
+            on_error=on_error,
             name=name,
         )
 
@@ -194,6 +199,8 @@ class VerifyingConsumer:
     def _on_event(self, event: Event, origin: RecordOrigin) -> None:
         if origin.topic in (self._seals_topic, self._control_topic):
             return  # other control events (contracts, roles) are not ours to verify here
+        if self._on_record:
+            self._on_record(origin)
         self._handle(self.verifier.on_event(event, origin, self._clock()))
 
     def _on_eof(self, topic: str, partition: int, offset: int) -> None:

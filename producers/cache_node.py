@@ -1,0 +1,223 @@
+"""A cache node: the in-process runtime a service embeds.
+
+It owns this process's replica of the live view (RocksDB), an in-process L1
+of decrypted values, the sealing producer every write, read audit and
+transition goes through, and the contracts in force. Clients
+(:class:`producers.cache_client.CacheClient`) are cheap views of a node for
+one role and scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry, Counter
+
+from cachet.config import CachetConfig, ContractConfig
+from cachet.config.enums import Role
+from cachet.crypto.aead import DataKey
+from cachet.crypto.identifiers import IdentifierHasher
+from cachet.crypto.seal import KeySet, PrivateKeySet
+from cachet.kafka import producer_settings
+from cachet.topics import Topic
+from materializers.live_view import LiveView
+from materializers.view import ViewEntry
+from producers.read_audit import ReadAudit
+from producers.sealing import SealingProducer, SealingSettings
+from schemas.codec import EventCodec
+from schemas.events import EventType
+
+__all__ = ["CacheNode", "NodeKeys"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKeys:
+    """The secrets a node works with (from the keystore, or made for a test).
+
+    ``identity`` signs with ``signing``; ``anchor`` is the pinned trust
+    anchor; ``identifier_secret`` keys the hashes of cache keys and subject
+    ids; ``data_master`` derives the per-namespace data keys;
+    ``commitment_key`` keys the value commitments auditors check against.
+    Every node of a deployment shares all but ``signing``.
+    """
+
+    identity: str
+    signing: PrivateKeySet = field(repr=False)
+    anchor: KeySet
+    identifier_secret: bytes = field(repr=False)
+    data_master: bytes = field(repr=False)
+    commitment_key: bytes = field(repr=False)
+
+    def data_key(self, namespace: str) -> DataKey:
+        """The namespace's AES-256-GCM data key (HKDF-style, SHA3-256 HMAC)."""
+        key_id = f"ns:{namespace}"
+        key = hmac.new(
+            self.data_master, b"cachet/data-key/v1\x00" + key_id.encode(), hashlib.sha3_256
+        ).digest()
+        return DataKey(key_id, key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    entry: ViewEntry
+    plaintext: bytes
+
+
+class CacheNode:
+    """One node: a full replica of the view plus the producers a cache needs."""
+
+    def __init__(
+        self,
+        config: CachetConfig,
+        bootstrap_servers: str,
+        keys: NodeKeys,
+        data_dir: Path,
+        *,
+        node_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.node_id = node_id or config.node.node_id
+        self.names = config.kafka.topic_names()
+        self.contracts: Mapping[str, ContractConfig] = config.contracts
+        self.hasher = IdentifierHasher(keys.identifier_secret)
+        self.codec = EventCodec()
+        self.producer = SealingProducer(
+            Producer(producer_settings(bootstrap_servers, config.kafka.producer_overrides)),
+            self.codec,
+            self.names,
+            keys.identity,
+            keys.signing,
+            SealingSettings(
+                config.attestation.seal_batch_max_events, config.attestation.seal_batch_max_ms
+            ),
+        )
+        self._l1: dict[bytes, _Cached] = {}
+        self.view = LiveView.open(
+            data_dir / f"view-{self.node_id}",
+            bootstrap_servers=bootstrap_servers,
+            names=self.names,
+            anchor=keys.anchor,
+            required=config.attestation.schemes,
+            alert=self.alert,
+            partitions={t: config.kafka.partitions_for(t) for t in Topic},
+            history_depth=config.state_machine.audit_trail_depth,
+            unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
+            on_change=self._evict,
+            codec=self.codec,
+            name=f"view-{self.node_id}",
+        )
+        self.audit = ReadAudit(
+            self.producer,
+            config.audit.mode,
+            max_pending=config.audit.max_pending_events,
+            flush_interval_ms=config.audit.flush_interval_ms,
+        )
+        registry = registry if registry is not None else CollectorRegistry()
+        self.reads = Counter(
+            "cachet_reads", "Reads by outcome and reason", ["outcome", "reason"], registry=registry
+        )
+        self.violations = Counter(
+            "cachet_contract_violations",
+            "Reads that violated their contract",
+            ["contract", "reason"],
+            registry=registry,
+        )
+        self.registry = registry
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"cachet-node-{self.node_id}", daemon=True
+        )
+        self._publish_contracts()
+        self._thread.start()
+
+    # -- the background loop ---------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.view.poll(0.05)
+            except Exception:  # noqa: BLE001 - a node must not die on one failure
+                log.exception("node %s: view poll failed", self.node_id)
+                time.sleep(0.1)
+
+    def _publish_contracts(self) -> None:
+        for name, contract in sorted(self.contracts.items()):
+            definition = contract.canonical_json()
+            self.producer.emit(
+                EventType.CONTRACT_DEFINED,
+                {
+                    "name": name,
+                    "definition_json": definition,
+                    "definition_hash": hashlib.sha3_256(definition.encode()).digest(),
+                },
+                key=name.encode(),
+            )
+
+    def alert(self, event_type: EventType, payload: dict[str, Any]) -> None:
+        """Alerts are events in the signed ledger like any other."""
+        try:
+            self.producer.emit(event_type, payload)
+        except Exception:  # noqa: BLE001 - alerting must never take the node down
+            log.exception("node %s: alert %s not emitted", self.node_id, event_type.value)
+
+    # -- L1 ---------------------------------------------------------------
+
+    def _evict(self, key_hash: bytes) -> None:
+        self._l1.pop(key_hash, None)
+
+    def l1_get(self, key_hash: bytes) -> _Cached | None:
+        return self._l1.get(key_hash)
+
+    def l1_put(self, entry: ViewEntry, plaintext: bytes) -> None:
+        self._l1[entry.key_hash] = _Cached(entry, plaintext)
+
+    def evict_all(self) -> int:
+        n = len(self._l1)
+        self._l1.clear()
+        return n
+
+    # -- clients and lifecycle ---------------------------------------------
+
+    def client(self, role: Role = Role.OWNER, scope: str | None = None) -> Any:
+        from producers.cache_client import CacheClient
+
+        return CacheClient(self, role, scope)
+
+    def wait_caught_up(self, timeout_s: float = 30.0, *, ticks: bool = True) -> bool:
+        """Wait until the view reached the end of the log (and, with ``ticks``,
+        saw a watermark tick in every partition): until then reads miss."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            health = self.view.health()
+            if health.caught_up and (not ticks or health.last_tick_age_ms is not None):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.audit.close()
+        try:
+            self.producer.close(10)
+        finally:
+            self.view.close()
+
+    def __enter__(self) -> CacheNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

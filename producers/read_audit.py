@@ -1,0 +1,89 @@
+"""Read audit: every read, hit or miss, becomes a CacheRead event.
+
+``async`` (default): reads are queued and emitted by a background thread.
+The queue is bounded (``audit.max_pending_events``) and a full queue blocks
+the reader instead of dropping the event, so what a crash can lose is
+bounded too: at most the queued events plus those not yet acknowledged,
+i.e. about ``audit.loss_window_ms`` of reads (the emitter acknowledges at
+least every ``flush_interval_ms``).
+
+``sync``: the read's CacheRead event is acknowledged by the broker before the
+value is returned to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from cachet.config.enums import AuditMode
+from producers.sealing import SealingProducer
+from schemas.events import EventType
+
+__all__ = ["ReadAudit"]
+
+log = logging.getLogger(__name__)
+
+
+class ReadAudit:
+    """Emits CacheRead events through the node's sealing producer."""
+
+    def __init__(
+        self,
+        producer: SealingProducer,
+        mode: AuditMode,
+        *,
+        max_pending: int = 10_000,
+        flush_interval_ms: int = 100,
+    ) -> None:
+        self._producer = producer
+        self.mode = mode
+        self._queue: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(max_pending)
+        self._flush_s = flush_interval_ms / 1000
+        self.emitted = 0
+        self._thread: threading.Thread | None = None
+        if mode is AuditMode.ASYNC:
+            self._thread = threading.Thread(
+                target=self._drain, name="cachet-read-audit", daemon=True
+            )
+            self._thread.start()
+
+    def record(self, key_hash: bytes, payload: dict[str, Any]) -> None:
+        if self.mode is AuditMode.SYNC:
+            self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)
+            self._producer.acknowledge()
+            self.emitted += 1
+            return
+        self._queue.put((key_hash, payload))  # blocks when full: bounded loss window
+
+    def _drain(self) -> None:
+        last_ack = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=self._flush_s)
+            except queue.Empty:
+                item = ...
+            if item is None:
+                return
+            if item is not ...:
+                key_hash, payload = item
+                try:
+                    self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)
+                    self.emitted += 1
+                except Exception:  # noqa: BLE001 - keep auditing; the failure is logged
+                    log.exception("read audit: CacheRead not emitted")
+            if time.monotonic() - last_ack >= self._flush_s:
+                self._producer.acknowledge()
+                last_ack = time.monotonic()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(10)
