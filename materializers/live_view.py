@@ -50,15 +50,9 @@ DATA_TOPICS = (Topic.ENTRIES, Topic.INVALIDATIONS)
 # confirmation from the source (contractual invalidation mode).
 FRESHNESS_CONFIRMED = "freshness_confirmed"
 _WATERMARK_CHECK_S = 1.0
-_DISCONTINUITY_ERRORS = frozenset(
-    {
-        KafkaError.OFFSET_OUT_OF_RANGE,
-        KafkaError._AUTO_OFFSET_RESET,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError._UNKNOWN_TOPIC,
-    }
-)
+# Definitive: the offset this view is at does not exist in the log. (Unknown
+# topic or partition is not: it also happens transiently at startup.)
+_DISCONTINUITY_ERRORS = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
 
 
 def _now_us() -> int:
@@ -97,6 +91,7 @@ class LiveView:
         history_depth: int = 100,
         unsealed_timeout_s: float = 5.0,
         on_change: Callable[[bytes], None] | None = None,
+        on_log_vanished: Callable[[], None] | None = None,
         clock_us: Callable[[], int] = _now_us,
         codec: EventCodec | None = None,
         name: str = "live-view",
@@ -106,10 +101,12 @@ class LiveView:
         self._alert = alert
         self._history_depth = history_depth
         self._on_change = on_change
+        self._on_log_vanished = on_log_vanished
         self._clock_us = clock_us
         self._lock = threading.RLock()
         self._batch = store.begin()
         self._dirty = False
+        self._changed_keys: set[bytes] = set()
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
         self._parts: dict[tuple[str, int], _Partition] = {
             (names(t), p): _Partition(last_progress_us=clock_us())
@@ -122,7 +119,6 @@ class LiveView:
         # key hash -> highest invalidated version (None = every version).
         self._invalidated: dict[bytes, int | None] = {}
         self.discontinuity: str | None = None
-        self._last_watermark_check = 0.0
         start = store.offsets()
         self.consumer = VerifyingConsumer(
             bootstrap_servers,
@@ -142,11 +138,14 @@ class LiveView:
             on_error=self._kafka_error,
             # An offset out of range must surface, never be reset silently:
             # it means the log this view was built from is gone.
-            consumer_overrides={"auto.offset.reset": "error"} if start else None,
+            consumer_overrides={"auto.offset.reset": "error"},
             name=name,
         )
-        if start:
-            self._check_watermarks(initial=True)
+        self._watch_stop = threading.Event()
+        self._watch = threading.Thread(
+            target=self._watch_watermarks, daemon=True, name=f"{name}-watermarks"
+        )
+        self._watch.start()
 
     # -- consuming --------------------------------------------------------
 
@@ -156,8 +155,6 @@ class LiveView:
         with self._lock:
             self._eof()
             self._commit()
-        if time.monotonic() - self._last_watermark_check > _WATERMARK_CHECK_S:
-            self._check_watermarks()
         return taken
 
     def _record(self, origin: RecordOrigin) -> None:
@@ -213,6 +210,19 @@ class LiveView:
                 )
                 self._changed(p["key_hash"])
             elif event.type is EventType.STATE_TRANSITIONED:
+                state = self._state_of(p["key_hash"], p["version"])
+                if state is None or state.value != p["from_state"]:
+                    # First transition wins: an expiry racing a revoke (or a
+                    # re-emitted expiry after a restart) must not overwrite the
+                    # state the version already left; it stays in the log.
+                    log.info(
+                        "transition %s->%s of version %d ignored: version is %s",
+                        p["from_state"],
+                        p["to_state"],
+                        p["version"],
+                        state.value if state else "unknown",
+                    )
+                    return
                 self._batch.transition(
                     p["key_hash"],
                     p["version"],
@@ -229,16 +239,28 @@ class LiveView:
                 if p["mode"] == "EAGER":
                     self.note_invalidated(p["key_hash"], p["version"])
                 self._changed(p["key_hash"])
-            elif event.type is EventType.WATERMARK_TICK:
-                if origin.topic == self._names(Topic.INVALIDATIONS):
-                    self._ticks[origin.partition] = max(
-                        self._ticks.get(origin.partition, 0), event.occurred_at_us
-                    )
+            elif event.type is EventType.WATERMARK_TICK and origin.topic == self._names(
+                Topic.INVALIDATIONS
+            ):
+                self._ticks[origin.partition] = max(
+                    self._ticks.get(origin.partition, 0), event.occurred_at_us
+                )
+
+    def _state_of(self, key_hash: bytes, version: int) -> EntryState | None:
+        current = self._batch.current(key_hash)
+        if current is not None and current.version == version:
+            return current.state
+        for old in self._batch.history(key_hash):
+            if old.version == version:
+                return old.state
+        return None
 
     def _changed(self, key_hash: bytes) -> None:
+        # Readers learn of the change only after the commit (see _commit): an
+        # eviction before it would let a concurrent read refill a cache with
+        # the old, still committed entry.
         self._dirty = True
-        if self._on_change:
-            self._on_change(key_hash)
+        self._changed_keys.add(key_hash)
 
     def _commit(self) -> None:
         positions = self._safe_offsets()
@@ -251,6 +273,10 @@ class LiveView:
         self.store.commit(self._batch)
         self._batch = self.store.begin()
         self._dirty = False
+        changed, self._changed_keys = self._changed_keys, set()
+        if self._on_change:
+            for key_hash in changed:
+                self._on_change(key_hash)
 
     def _safe_offsets(self) -> dict[tuple[str, int], int]:
         """Per partition: the next offset to read after a restart. Never past
@@ -292,6 +318,12 @@ class LiveView:
             discontinuity=self.discontinuity is not None,
         )
 
+    def catching_up(self) -> list[str]:
+        """Partitions that have not reached their end since this view started."""
+        return sorted(
+            f"{t}[{p}]" for (t, p), part in self._parts.items() if not part.reached_eof_once
+        )
+
     def note_invalidated(self, key_hash: bytes, version: int | None) -> None:
         """Versions up to ``version`` (all when None) are invalidated from now on."""
         with self._lock:
@@ -316,16 +348,20 @@ class LiveView:
         if err.code() in _DISCONTINUITY_ERRORS:
             self._discontinuity(f"consumer error: {err.str()}", "log_vanished")
 
-    def _check_watermarks(self, initial: bool = False) -> None:
-        self._last_watermark_check = time.monotonic()
+    def _check_watermarks(self) -> None:
+        """Compare what this view stored with the log the broker holds now.
+
+        Uses the watermarks of the consumer's own fetch responses (a local
+        read, so it never blocks): the embedded broker's ListOffsets answer
+        lags the real log end (a recorded quirk), the fetch path does not.
+        """
         stored = self.store.offsets()
         for (topic, partition), offset in stored.items():
-            try:
-                low, high = self.consumer.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=0.5, cached=False
-                )
-            except Exception:  # noqa: BLE001 - broker unreachable: the tick check fails closed
-                return
+            low, high = self.consumer.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high < 0:
+                continue  # no fetch answered yet
             if offset > high:
                 self._discontinuity(
                     f"{topic}[{partition}]: view is at offset {offset}, log ends at {high}: "
@@ -336,7 +372,7 @@ class LiveView:
                     offset,
                     high,
                 )
-            elif offset < low:
+            elif 0 <= offset < low:
                 self._discontinuity(
                     f"{topic}[{partition}]: view offset {offset} is below the log start {low}",
                     "below_low_watermark",
@@ -345,6 +381,13 @@ class LiveView:
                     offset,
                     low,
                 )
+
+    def _watch_watermarks(self) -> None:
+        while not self._watch_stop.wait(_WATERMARK_CHECK_S):
+            try:
+                self._check_watermarks()
+            except Exception:  # noqa: BLE001 - the watcher must outlive one bad answer
+                log.exception("watermark check failed")
 
     def _discontinuity(
         self,
@@ -355,10 +398,13 @@ class LiveView:
         expected: int = -1,
         found: int = -1,
     ) -> None:
-        if self.discontinuity is not None:
-            return
-        self.discontinuity = detail
+        with self._lock:  # found by the poll thread or the watermark watcher
+            if self.discontinuity is not None:
+                return
+            self.discontinuity = detail
         log.error("LogDiscontinuity: %s; this view serves nothing until rebuilt", detail)
+        if kind == "log_vanished" and self._on_log_vanished:
+            self._on_log_vanished()
         self._alert(
             EventType.LOG_DISCONTINUITY,
             {
@@ -373,6 +419,8 @@ class LiveView:
         )
 
     def close(self) -> None:
+        self._watch_stop.set()
+        self._watch.join(5)
         with self._lock:
             self._commit()
         self.consumer.close()

@@ -291,6 +291,7 @@ class CacheClient:
         key_hash = node.hasher.key(namespace, key)
         now = self._clock_us()
         cached = node.l1_get(key_hash)
+        generation = node.l1_generation(key_hash)
         entry = cached.entry if cached else node.view.current(key_hash)
         expected = self._fingerprint(key, c, computation) if computation else None
         verdict = evaluate_read(
@@ -314,7 +315,7 @@ class CacheClient:
                 )
             else:
                 if cached is None:
-                    node.l1_put(entry, plaintext)
+                    node.l1_put(entry, plaintext, generation)
                 value = plaintext if self.role is Role.OWNER else None
         response = CacheResponse(
             hit=verdict.hit,

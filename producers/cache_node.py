@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from cachet.config import CachetConfig, ContractConfig
 from cachet.config.enums import Role
 from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import IdentifierHasher
+from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.kafka import producer_settings
 from cachet.topics import Topic
@@ -37,6 +39,9 @@ from schemas.codec import EventCodec
 from schemas.events import EventType
 
 __all__ = ["CacheNode", "NodeKeys"]
+
+DATA_MASTER_KEY_ID = "cachet:data-master"
+COMMITMENT_KEY_ID = "cachet:commitment"
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,43 @@ class NodeKeys:
     identifier_secret: bytes = field(repr=False)
     data_master: bytes = field(repr=False)
     commitment_key: bytes = field(repr=False)
+
+    @classmethod
+    def from_keystore(cls, keystore: Keystore, identity: str) -> NodeKeys:
+        """The keys ``identity`` works with, from the keystore.
+
+        Signing: the identity's latest unretired key set. Anchor: the
+        keystore's trust anchor (public half). The identifier secret, the data
+        master and the commitment key are the deployment's shared secrets; the
+        latter two are data keys created on first use. Raises
+        :class:`KeystoreError` when the identity has no key set (checked
+        first: nothing is created then).
+        """
+        try:
+            signing = keystore.key_set(identity)
+        except KeystoreError as exc:
+            raise KeystoreError(
+                f"{exc}; create and register one with `cachet keys register --identity {identity}`"
+            ) from exc
+        shared: dict[str, bytes] = {}
+        for key_id in (DATA_MASTER_KEY_ID, COMMITMENT_KEY_ID):
+            try:
+                shared[key_id] = keystore.data_key(key_id).key
+            except KeystoreError:
+                # Every node must hold the same secret: this keystore is the
+                # one to copy (or the deployment's shared one).
+                log.warning("keystore %s: creating shared data key %s", keystore.path, key_id)
+                created = DataKey(key_id, os.urandom(32))
+                keystore.put_data_key(created)
+                shared[key_id] = created.key
+        return cls(
+            identity=identity,
+            signing=signing,
+            anchor=keystore.anchor().public(),
+            identifier_secret=keystore.identifier_secret(),
+            data_master=shared[DATA_MASTER_KEY_ID],
+            commitment_key=shared[COMMITMENT_KEY_ID],
+        )
 
     def data_key(self, namespace: str) -> DataKey:
         """The namespace's AES-256-GCM data key (HKDF-style, SHA3-256 HMAC)."""
@@ -94,8 +136,12 @@ class CacheNode:
         self.contracts: Mapping[str, ContractConfig] = config.contracts
         self.hasher = IdentifierHasher(keys.identifier_secret)
         self.codec = EventCodec()
+
+        def client() -> Producer:
+            return Producer(producer_settings(bootstrap_servers, config.kafka.producer_overrides))
+
         self.producer = SealingProducer(
-            Producer(producer_settings(bootstrap_servers, config.kafka.producer_overrides)),
+            client(),
             self.codec,
             self.names,
             keys.identity,
@@ -103,8 +149,10 @@ class CacheNode:
             SealingSettings(
                 config.attestation.seal_batch_max_events, config.attestation.seal_batch_max_ms
             ),
+            producer_factory=client,
         )
         self._l1: dict[bytes, _Cached] = {}
+        self._l1_gen: dict[bytes, int] = {}
         self.view = LiveView.open(
             data_dir / f"view-{self.node_id}",
             bootstrap_servers=bootstrap_servers,
@@ -116,6 +164,9 @@ class CacheNode:
             history_depth=config.state_machine.audit_trail_depth,
             unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
             on_change=self._evict,
+            # The log (and the broker's memory of our producer session) is
+            # gone: go on, and alert, on a new epoch the broker accepts.
+            on_log_vanished=self.producer.new_epoch,
             codec=self.codec,
             name=f"view-{self.node_id}",
         )
@@ -176,13 +227,21 @@ class CacheNode:
     # -- L1 ---------------------------------------------------------------
 
     def _evict(self, key_hash: bytes) -> None:
+        self._l1_gen[key_hash] = self._l1_gen.get(key_hash, 0) + 1
         self._l1.pop(key_hash, None)
 
     def l1_get(self, key_hash: bytes) -> _Cached | None:
         return self._l1.get(key_hash)
 
-    def l1_put(self, entry: ViewEntry, plaintext: bytes) -> None:
-        self._l1[entry.key_hash] = _Cached(entry, plaintext)
+    def l1_generation(self, key_hash: bytes) -> int:
+        """Take before reading the view; pass to :meth:`l1_put`."""
+        return self._l1_gen.get(key_hash, 0)
+
+    def l1_put(self, entry: ViewEntry, plaintext: bytes, generation: int) -> None:
+        """Cache a decrypted entry unless the key changed since ``generation``
+        was taken (a read that raced a change must not refill L1 with it)."""
+        if self._l1_gen.get(entry.key_hash, 0) == generation:
+            self._l1[entry.key_hash] = _Cached(entry, plaintext)
 
     def evict_all(self) -> int:
         n = len(self._l1)

@@ -51,6 +51,9 @@ class ReadAudit:
             )
             self._thread.start()
 
+    def rebind(self, producer: SealingProducer) -> None:
+        self._producer = producer
+
     def record(self, key_hash: bytes, payload: dict[str, Any]) -> None:
         if self.mode is AuditMode.SYNC:
             self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)
@@ -76,7 +79,10 @@ class ReadAudit:
                 except Exception:  # noqa: BLE001 - keep auditing; the failure is logged
                     log.exception("read audit: CacheRead not emitted")
             if time.monotonic() - last_ack >= self._flush_s:
-                self._producer.acknowledge()
+                try:
+                    self._producer.acknowledge()
+                except Exception:  # noqa: BLE001 - broker away: keep auditing, retry next round
+                    log.warning("read audit: broker has not acknowledged reads yet")
                 last_ack = time.monotonic()
 
     @property

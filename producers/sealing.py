@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from cachet.crypto.seal import (
@@ -55,6 +55,10 @@ class SealingError(CachetError):
     """The sealing producer is closed or its signer failed."""
 
 
+class _DeliveryFailed(SealingError):
+    """Events of a batch were not acknowledged: the batch cannot be sealed."""
+
+
 @dataclass(frozen=True, slots=True)
 class SealingSettings:
     batch_max_events: int = 256
@@ -63,6 +67,7 @@ class SealingSettings:
 
 @dataclass(slots=True)
 class _Batch:
+    epoch: str
     seal_seq: int
     first_producer_seq: int
     opened_at: float
@@ -98,8 +103,11 @@ class SealingProducer:
         clock_us: Callable[[], int] = _now_us,
         epoch: str | None = None,
         on_seal: Callable[[SealRecord], None] | None = None,
+        producer_factory: Callable[[], Producer] | None = None,
     ) -> None:
         self._producer = producer
+        self._factory = producer_factory
+        self._identity = identity
         self._codec = codec
         self._names = names
         self._key_set = key_set
@@ -144,7 +152,9 @@ class SealingProducer:
             self._raise_if_failed()
             batch = self._open
             if batch is None:
-                batch = self._open = _Batch(self._next_seal, self._next_seq, time.monotonic())
+                batch = self._open = _Batch(
+                    self.producer_id, self._next_seal, self._next_seq, time.monotonic()
+                )
                 self._next_seal += 1
             seq = self._next_seq
             self._next_seq += 1
@@ -162,9 +172,23 @@ class SealingProducer:
             kwargs: dict[str, Any] = {"key": key, "value": data, "headers": list(headers or ())}
             if partition is not None:
                 kwargs["partition"] = partition
-            self._producer.produce(
-                self._names(topic), on_delivery=self._delivery_callback(batch), **kwargs
-            )
+            client = self._producer
+            try:
+                client.produce(
+                    self._names(topic), on_delivery=self._delivery_callback(batch), **kwargs
+                )
+            except KafkaException as exc:
+                # Nothing was produced: take the event back out of the batch.
+                batch.leaf_hashes.pop()
+                batch.leaf_topics.pop()
+                self._next_seq -= 1
+                fatal = bool(exc.args) and exc.args[0].fatal()
+                if self._factory is not None and fatal and client is self._producer:
+                    log.error(
+                        "%s: fatal client error (%s); starting a new epoch", self.producer_id, exc
+                    )
+                    self.new_epoch()
+                raise SealingError(f"{self.producer_id}: event not produced: {exc}") from exc
             if len(batch.leaf_hashes) >= self._settings.batch_max_events:
                 self._close_open_batch()
         self._producer.poll(0)
@@ -207,7 +231,32 @@ class SealingProducer:
             if batch is None:
                 return
             try:
+                if batch.epoch != self.producer_id:
+                    # A batch of an abandoned epoch stays unsealed: verifiers
+                    # report its events as UnsealedTimeout, never as sealed.
+                    log.warning(
+                        "seal %d of %s abandoned with its epoch", batch.seal_seq, batch.epoch
+                    )
+                    continue
                 self._seal(batch)
+            except (_DeliveryFailed, KafkaException) as exc:
+                # Undeliverable batch, or the client session is fatally broken
+                # (e.g. the broker forgot our idempotent producer id).
+                if batch.epoch != self.producer_id:
+                    # An already abandoned epoch (e.g. purged by new_epoch).
+                    log.warning(
+                        "seal %d of abandoned epoch %s not produced: %s",
+                        batch.seal_seq,
+                        batch.epoch,
+                        exc,
+                    )
+                elif self._factory is None:
+                    log.exception("signer failed on seal %d of %s", batch.seal_seq, batch.epoch)
+                    with self._lock:
+                        self._error = exc
+                else:
+                    log.error("%s; starting a new epoch", exc)
+                    self.new_epoch()
             except BaseException as exc:  # noqa: BLE001 - surfaced to callers by _raise_if_failed
                 log.exception("signer failed on seal %d of %s", batch.seal_seq, self.producer_id)
                 with self._lock:
@@ -221,7 +270,7 @@ class SealingProducer:
     def _seal(self, batch: _Batch) -> None:
         closed_at = time.monotonic()
         header = SealHeader(
-            producer_id=self.producer_id,
+            producer_id=batch.epoch,
             seal_seq=batch.seal_seq,
             tree_size=len(batch.leaf_hashes),
             first_producer_seq=batch.first_producer_seq,
@@ -236,8 +285,8 @@ class SealingProducer:
         while True:
             with self._lock:
                 if batch.failed:
-                    raise SealingError(
-                        f"seal {batch.seal_seq} of {self.producer_id} not produced: "
+                    raise _DeliveryFailed(
+                        f"seal {batch.seal_seq} of {batch.epoch} not produced: "
                         f"{len(batch.failed)} event(s) failed delivery ({batch.failed[0]})"
                     )
                 if batch.acked == len(batch.leaf_hashes):
@@ -262,15 +311,17 @@ class SealingProducer:
         seal = new_event(
             EventType.SEAL,
             payload,
-            producer_id=self.producer_id,
+            producer_id=batch.epoch,
             producer_seq=header.seal_seq,
             occurred_at_us=header.sealed_at_us,
         )
         # Keyed by producer id: one partition per producer keeps its chain in order.
         self._producer.produce(
-            self._names(Topic.SEALS), key=self.producer_id.encode(), value=self._codec.encode(seal)
+            self._names(Topic.SEALS), key=batch.epoch.encode(), value=self._codec.encode(seal)
         )
-        self._prev_hash = seal_hash(header, signatures)
+        with self._lock:
+            if batch.epoch == self.producer_id:  # a new epoch restarts the chain
+                self._prev_hash = seal_hash(header, signatures)
         if self._on_seal:
             self._on_seal(SealRecord(seal, len(batch.leaf_hashes), closed_at, time.monotonic()))
 
@@ -282,11 +333,32 @@ class SealingProducer:
         if self._closing:
             raise SealingError(f"sealing producer {self.producer_id} is closed")
 
+    def new_epoch(self) -> str:
+        """Start a new chain under a fresh client session (the broker lost or
+        refused the old one). Events not yet sealed stay unsealed."""
+        if self._factory is None:
+            raise SealingError(f"{self.producer_id}: no producer factory to start a new epoch")
+        with self._lock:
+            old = self._producer
+            self._producer = self._factory()
+            self.producer_id = epoch_producer_id(self._identity, uuid7().replace("-", "")[:16])
+            self._next_seq = 0
+            self._next_seal = 0
+            self._prev_hash = GENESIS_SEAL_HASH
+            self._error = None
+            if self._open is not None:
+                self._open = None  # its events were produced under the old epoch
+        old.purge()
+        log.warning("sealing producer %s: new epoch %s", self._identity, self.producer_id)
+        return self.producer_id
+
     def acknowledge(self, timeout_s: float = 10.0) -> None:
         """Wait until the broker acknowledged every event emitted so far
         (their seals may still be on the way)."""
         if self._producer.flush(timeout_s) != 0:
-            raise SealingError(f"{self.producer_id}: broker did not acknowledge within {timeout_s}s")
+            raise SealingError(
+                f"{self.producer_id}: broker did not acknowledge within {timeout_s}s"
+            )
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Seal everything emitted so far and wait until the seals are acknowledged."""

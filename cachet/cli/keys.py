@@ -29,6 +29,7 @@ from cachet.ledger.registration import (
     revocation_payload,
     rotation_payload,
 )
+from producers.cache_node import NodeKeys
 from schemas.codec import EventCodec
 from schemas.events import EventType
 
@@ -111,8 +112,21 @@ def _kek(ctx: CliContext, args: argparse.Namespace) -> bytes:
     return load_kek(file, env)
 
 
-def _open(ctx: CliContext, args: argparse.Namespace) -> Keystore:
+def open_keystore(ctx: CliContext, args: argparse.Namespace) -> Keystore:
+    """The keystore of the config, unlocked with the KEK the options name."""
     return Keystore.open(ctx.config.keys.keystore_path, _kek(ctx, args))
+
+
+def publish_registration(ctx: CliContext, store: Keystore, identity: str) -> PrivateKeySet:
+    """A new key set for ``identity``, stored and registered on the control topic."""
+    keys = PrivateKeySet.generate()
+    store.add_key_set(identity, keys)
+    _publish(
+        ctx,
+        EventType.SIGNING_KEY_REGISTERED,
+        registration_payload(identity, keys.public(), _now_us(), store.anchor()),
+    )
+    return keys
 
 
 def _publish(ctx: CliContext, event_type: EventType, payload: dict) -> None:
@@ -165,6 +179,7 @@ def run_init(args: argparse.Namespace) -> int:
     identity = args.identity or ctx.config.node.node_id
     node_keys = PrivateKeySet.generate()
     store.add_key_set(identity, node_keys)
+    NodeKeys.from_keystore(store, identity)  # creates the deployment's shared data secrets
     anchor_path = path.parent / ANCHOR_FILE
     anchor_path.write_text(anchor_to_json(anchor.public()))
     if args.publish:
@@ -194,7 +209,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_register(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
-    store = _open(ctx, args)
+    store = open_keystore(ctx, args)
     keys = PrivateKeySet.generate()
     store.add_key_set(args.identity, keys)
     _publish(
@@ -208,7 +223,7 @@ def run_register(args: argparse.Namespace) -> int:
 
 def run_rotate(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
-    store = _open(ctx, args)
+    store = open_keystore(ctx, args)
     old = store.key_set(args.identity)
     new = PrivateKeySet.generate()
     store.add_key_set(args.identity, new)
@@ -231,7 +246,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
-    store = _open(ctx, args)
+    store = open_keystore(ctx, args)
     at = _time_us(args.compromised_at)
     _publish(
         ctx,
@@ -244,7 +259,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
-    store = _open(ctx, args)
+    store = open_keystore(ctx, args)
     rows = [
         {
             "identity": pid,

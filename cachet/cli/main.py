@@ -7,14 +7,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cachet.cli import bench, broker, cab, config_cmd, demo, keys, kvscrub, topics
+from cachet.cli import bench, broker, cab, config_cmd, demo, keys, kvscrub, node, processors, topics
 from cachet.cli.context import common_options, fail
 from cachet.errors import CachetError
 
 __all__ = ["build_parser", "main"]
 
 # Each module exposes register(subparsers, parent) and sets args.handler.
-SUBCOMMANDS = (broker, topics, config_cmd, keys, cab, demo, bench, kvscrub)
+SUBCOMMANDS = (broker, topics, config_cmd, keys, cab, node, processors, demo, bench, kvscrub)
 
 
 def build_parser() -> argparse.ArgumentParser:

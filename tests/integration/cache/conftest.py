@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -97,7 +98,5 @@ def make_node(
 
     yield make
     for n in nodes:
-        try:
+        with contextlib.suppress(Exception):  # already closed by the test
             n.close()
-        except Exception:  # noqa: BLE001 - already closed by the test
-            pass

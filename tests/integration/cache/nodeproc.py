@@ -1,0 +1,224 @@
+"""Cache node processes for multi-node tests: `cachet node run` children."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    proc: subprocess.Popen[str]
+    port: int
+
+    def call(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method="POST" if data is not None else "GET",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def put(self, key: str, value: bytes, contract: str, **kw: Any) -> dict[str, Any]:
+        code, out = self.call(
+            "/v1/put",
+            {"key": key, "value_b64": base64.b64encode(value).decode(), "contract": contract, **kw},
+        )
+        assert code == 200, out
+        return out
+
+    def get(self, key: str, contract: str) -> dict[str, Any]:
+        code, out = self.call("/v1/get", {"key": key, "contract": contract})
+        assert code == 200, out
+        return out
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return self.call("/health")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_node(
+    name: str, config: Path, servers: str, kek: Path, data_dir: Path, log_dir: Path
+) -> NodeProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "cachet.cli.main",
+        "node",
+        "run",
+        "--config",
+        str(config),
+        "--bootstrap-servers",
+        servers,
+        "--kek-file",
+        str(kek),
+        "--node-id",
+        name,
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    ]
+    log = open(log_dir / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(f"node {name} http://"):
+        proc.kill()
+        raise AssertionError(f"node {name} did not start: {line!r}; see {log_dir}/{name}.log")
+    return NodeProcess(name, proc, int(line.rsplit(":", 1)[1]))
+
+
+def wait_until(cond, timeout_s: float, step_s: float = 0.05) -> float | None:
+    """Seconds until ``cond()`` held, or None if it never did."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(step_s)
+    return None
+
+
+@dataclass
+class Cluster:
+    """A broker this test owns, a keystore, a ticker, and node processes."""
+
+    root: Path
+    broker: Any
+    names: Any
+    config: Path
+    kek: Path
+    store: Any
+    stop_ticker: Any
+    nodes: list[NodeProcess]
+
+    @property
+    def servers(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def start_node(self, name: str, data_dir: Path | None = None) -> NodeProcess:
+        node = start_node(
+            name, self.config, self.servers, self.kek, data_dir or self.root / name, self.root
+        )
+        self.nodes.append(node)
+        return node
+
+    def wait_healthy(self, node: NodeProcess, timeout_s: float = 60) -> None:
+        assert wait_until(lambda: node.health()[0] == 200, timeout_s) is not None, node.health()
+
+    def restart_broker_empty(self) -> None:
+        from cachet.kafka import create_topics
+        from ops.broker import EmbeddedBroker
+
+        port = self.broker.port
+        self.broker.stop()
+        self.broker = EmbeddedBroker(port=port).start()
+        create_topics(self.broker.bootstrap_servers, self.names, partitions=3)
+
+    def close(self) -> None:
+        self.stop_ticker.set()
+        for n in self.nodes:
+            n.stop()
+        self.broker.stop()
+
+
+def start_cluster(root: Path, identities: list[str], contracts: str) -> Cluster:
+    """Broker, topics, keystore (``identities`` registered), a running ticker."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    from cachet.cli.main import main
+    from cachet.crypto.keystore import Keystore, load_kek
+    from cachet.kafka import create_topics, producer_settings
+    from cachet.topics import TopicNames
+    from ops.broker import EmbeddedBroker, free_port
+    from processors.watermarks import WatermarkTicker
+    from producers.sealing import SealingProducer, SealingSettings
+    from schemas.codec import EventCodec
+
+    broker = EmbeddedBroker(port=free_port()).start()
+    servers = broker.bootstrap_servers
+    names = TopicNames("mn.")
+    create_topics(servers, names, partitions=3)
+    cfg = root / "cachet.toml"
+    cfg.write_text(
+        f'[kafka]\ntopic_prefix = "{names.prefix}"\n'
+        f'[keys]\nkeystore_path = "{root}/keys/keystore.json"\n'
+        "[attestation]\nseal_batch_max_ms = 10\nunsealed_timeout_ms = 3000\n" + contracts
+    )
+    kek = root / "kek"
+    common = ["--config", str(cfg), "--bootstrap-servers", servers]
+    assert (
+        main(
+            [
+                "keys",
+                "init",
+                *common,
+                "--generate-kek",
+                str(kek),
+                "--identity",
+                identities[0],
+                "--publish",
+            ]
+        )
+        == 0
+    )
+    for identity in [*identities[1:], "ticker"]:
+        assert (
+            main(["keys", "register", *common, "--kek-file", str(kek), "--identity", identity]) == 0
+        )
+    store = Keystore.open(root / "keys" / "keystore.json", load_kek(kek, None))
+    stop = threading.Event()
+
+    def tick() -> None:
+        def client() -> Producer:
+            return Producer(producer_settings(servers, **{"message.timeout.ms": 5000}))
+
+        sp = SealingProducer(
+            client(),
+            EventCodec(),
+            names,
+            "ticker",
+            store.key_set("ticker"),
+            SealingSettings(64, 10),
+            producer_factory=client,
+        )
+        WatermarkTicker(sp, 3, ticker_id="ticker", interval_s=0.1).run(stop)
+
+    threading.Thread(target=tick, daemon=True).start()
+    return Cluster(root, broker, names, cfg, kek, store, stop, [])
