@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 
+# librdkafka's own log lines go through Python logging (not raw stderr), so
+# processes and tests decide what to show.
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
 class KafkaSetupError(CachetError):
     """The broker refused or could not be reached for an administrative step."""
 
@@ -50,6 +55,7 @@ def producer_settings(
         # Small batching window: throughput without a visible latency cost.
         "linger.ms": 2,
         "message.max.bytes": MAX_RECORD_BYTES,
+        "logger": _LIBRDKAFKA_LOG,
     }
     settings.update(overrides or {})
     settings.update(extra)
@@ -82,6 +88,7 @@ def consumer_settings(
         "max.partition.fetch.bytes": MAX_RECORD_BYTES,
         # Surface the end of a partition: "caught up" is defined by it.
         "enable.partition.eof": True,
+        "logger": _LIBRDKAFKA_LOG,
     }
     settings.update(overrides or {})
     settings.update(extra)
@@ -89,7 +96,7 @@ def consumer_settings(
 
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers})
+    return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _LIBRDKAFKA_LOG})
 
 
 def create_topics(

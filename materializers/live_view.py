@@ -33,6 +33,7 @@ from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from cachet.consume import RecordOrigin
 from cachet.crypto.seal import KeySet, SignatureScheme
+from cachet.kafka import producer_settings
 from cachet.ledger.consumer import AlertEmitter, VerifyingConsumer
 from cachet.ledger.verifier import Applied, Rejected
 from cachet.topics import Topic, TopicNames
@@ -129,7 +130,7 @@ class LiveView:
             DATA_TOPICS,
             self._apply,
             alert,
-            Producer({"bootstrap.servers": bootstrap_servers}),
+            Producer(producer_settings(bootstrap_servers)),
             partitions=partitions,
             start_offsets=start,
             unsealed_timeout_s=unsealed_timeout_s,

@@ -51,9 +51,6 @@ class ReadAudit:
             )
             self._thread.start()
 
-    def rebind(self, producer: SealingProducer) -> None:
-        self._producer = producer
-
     def record(self, key_hash: bytes, payload: dict[str, Any]) -> None:
         if self.mode is AuditMode.SYNC:
             self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)

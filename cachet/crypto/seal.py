@@ -115,17 +115,19 @@ def _check_uint(kind: str, value: int) -> int:
     return value
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Standard base64 with padding, as every Cachet text format writes it."""
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(kind: str, text: str) -> bytes:
+def unb64(kind: str, text: str) -> bytes:
+    """Decode base64, accepting only the canonical text of a value."""
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise NoteFormatError(f"{kind} is not valid base64") from exc
     # Only the canonical encoding is accepted: one value, one text.
-    if _b64(data) != text:
+    if b64(data) != text:
         raise NoteFormatError(f"{kind} is not canonical base64")
     return data
 
@@ -246,7 +248,7 @@ class SignatureLine:
 
     def text(self) -> str:
         """The note line, without its trailing newline."""
-        return f"{SIGNATURE_PREFIX}{self.algorithm} {self.key_id} {_b64(self.signature)}"
+        return f"{SIGNATURE_PREFIX}{self.algorithm} {self.key_id} {b64(self.signature)}"
 
     @property
     def scheme(self) -> SignatureScheme | None:
@@ -417,13 +419,13 @@ class SealHeader:
             f"seal {self.seal_seq}",
             f"size {self.tree_size}",
             f"first {self.first_producer_seq}",
-            f"root {_b64(self.merkle_root)}",
-            f"prev {_b64(self.prev_seal_hash)}",
+            f"root {b64(self.merkle_root)}",
+            f"prev {b64(self.prev_seal_hash)}",
             f"keyset {self.key_set_id}",
             f"at {self.sealed_at_us}",
         ]
         if self.leaf_topics_digest is not None:
-            lines.append(f"topics {_b64(self.leaf_topics_digest)}")
+            lines.append(f"topics {b64(self.leaf_topics_digest)}")
         return "".join(line + "\n" for line in lines).encode("ascii")
 
 
@@ -473,12 +475,12 @@ def parse_note(note: bytes) -> tuple[SealHeader, tuple[SignatureLine, ...]]:
         seal_seq=_uint("seal", _field(lines[2], "seal")),
         tree_size=_uint("size", _field(lines[3], "size")),
         first_producer_seq=_uint("first", _field(lines[4], "first")),
-        merkle_root=_unb64("root", _field(lines[5], "root")),
-        prev_seal_hash=_unb64("prev", _field(lines[6], "prev")),
+        merkle_root=unb64("root", _field(lines[5], "root")),
+        prev_seal_hash=unb64("prev", _field(lines[6], "prev")),
         key_set_id=check_id("key set id", _field(lines[7], "keyset")),
         sealed_at_us=_uint("at", _field(lines[8], "at")),
         leaf_topics_digest=(
-            _unb64("topics", _field(lines[9], "topics")) if len(lines) == 10 else None
+            unb64("topics", _field(lines[9], "topics")) if len(lines) == 10 else None
         ),
     )
     if not tail.endswith("\n"):
@@ -491,7 +493,7 @@ def parse_note(note: bytes) -> tuple[SealHeader, tuple[SignatureLine, ...]]:
         if len(parts) != 3 or not all(parts):
             raise NoteFormatError(f"signature line needs 3 fields: {raw[:40]!r}")
         algorithm, kid, sig = parts
-        signatures.append(SignatureLine(algorithm, kid, _unb64("signature", sig)))
+        signatures.append(SignatureLine(algorithm, kid, unb64("signature", sig)))
     # Belt and braces: the parse must round-trip to the exact bytes.
     if note_bytes(header, signatures) != note:
         raise NoteFormatError("seal note is not in canonical form")

@@ -22,8 +22,6 @@ not carried). Both need the log or an archive.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import functools
 import hmac
@@ -47,6 +45,8 @@ from cachet.crypto.seal import (
     parse_note,
     verify_header,
 )
+from cachet.crypto.seal import b64 as seal_b64
+from cachet.crypto.seal import unb64 as seal_unb64
 from cachet.crypto.signing import SignatureScheme, key_id
 from cachet.errors import CachetError
 from cachet.ledger.identity import ProducerIdError, identity_of
@@ -174,17 +174,14 @@ class Bundle:
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return seal_b64(data)
 
 
 def _unb64(kind: str, text: str) -> bytes:
     try:
-        data = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise CabFormatError(f"{kind} is not valid base64") from exc
-    if _b64(data) != text:  # one value, one text
-        raise CabFormatError(f"{kind} is not canonical base64")
-    return data
+        return seal_unb64(kind, text)
+    except NoteFormatError as exc:
+        raise CabFormatError(str(exc)) from exc
 
 
 def _text_lines(kind: str, data: bytes) -> list[str]:
