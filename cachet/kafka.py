@@ -88,6 +88,10 @@ def consumer_settings(
         "max.partition.fetch.bytes": MAX_RECORD_BYTES,
         # Surface the end of a partition: "caught up" is defined by it.
         "enable.partition.eof": True,
+        # How long the broker may hold an empty fetch. Invalidation latency
+        # rides on it (librdkafka's default is 500 ms, and the embedded broker
+        # does not answer a waiting fetch early when data arrives).
+        "fetch.wait.max.ms": 25,
         "logger": _LIBRDKAFKA_LOG,
     }
     settings.update(overrides or {})

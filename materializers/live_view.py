@@ -40,7 +40,7 @@ from cachet.topics import Topic, TopicNames
 from cachet.verdict import ViewHealth
 from materializers.view import EntryState, ViewEntry, ViewStore
 from schemas.codec import EventCodec
-from schemas.events import EventType
+from schemas.events import Event, EventType
 
 __all__ = ["LiveView", "FRESHNESS_CONFIRMED", "authority_text"]
 
@@ -158,11 +158,20 @@ class LiveView:
             self._commit()
         return taken
 
-    def _record(self, origin: RecordOrigin) -> None:
+    def _record(self, event: Event, origin: RecordOrigin) -> None:
         part = self._parts.get((origin.topic, origin.partition))
         if part is not None:
             part.pending.add(origin.offset)
             part.at_eof = False
+        if event.type is EventType.INVALIDATED and event.payload.get("mode") == "EAGER":
+            # Fail-safe early: an eager invalidation can only make this node
+            # serve less, so it takes effect on arrival, before its seal is
+            # verified. A forged one can cause misses, never wrong data; one
+            # that is never sealed is still alerted (UnsealedTimeout).
+            key_hash = event.payload["key_hash"]
+            self.note_invalidated(key_hash, event.payload.get("version"))
+            if self._on_change:
+                self._on_change(key_hash)
 
     def _resolved(self, origin: RecordOrigin | None) -> None:
         if origin is None:

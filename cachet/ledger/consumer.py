@@ -106,7 +106,7 @@ class VerifyingConsumer:
         start_offsets: Mapping[tuple[str, int], int] | None = None,
         unsealed_timeout_s: float = 5.0,
         on_rejected: Callable[[Rejected], None] | None = None,
-        on_record: Callable[[RecordOrigin], None] | None = None,
+        on_record: Callable[[Event, RecordOrigin], None] | None = None,
         on_error: Callable[[KafkaError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_overrides: Mapping[str, Any] | None = None,
@@ -200,7 +200,7 @@ class VerifyingConsumer:
         if origin.topic in (self._seals_topic, self._control_topic):
             return  # other control events (contracts, roles) are not ours to verify here
         if self._on_record:
-            self._on_record(origin)
+            self._on_record(event, origin)
         self._handle(self.verifier.on_event(event, origin, self._clock()))
 
     def _on_eof(self, topic: str, partition: int, offset: int) -> None:

@@ -67,25 +67,14 @@ def bench_config(
     names: TopicNames,
     *,
     audit: AuditMode | None = None,
-    single_record_batches: bool = False,
 ) -> CachetConfig:
     """``base`` (the user's cachet.toml) pointed at the bench broker and topics,
     with the bench contract added and, when given, the audit mode replaced.
-
-    ``single_record_batches`` works around the embedded broker (Tansu 0.6):
-    its ListOffsets(latest) answers the base offset of the partition's last
-    record batch plus one, not the log end. The live view's watermark check
-    then sees its own position past the "log end" after any multi-record
-    batch, raises LogDiscontinuity and fails closed for good. One record per
-    batch keeps that answer right; it costs write throughput, so it is only
-    used against the embedded broker and the report says so.
     """
     contract = parse_config({"contracts": {BENCH_CONTRACT: _BENCH_CONTRACT_BODY}}, "<bench>")
     contracts = dict(base.contracts)
     contracts[BENCH_CONTRACT] = contract.contracts[BENCH_CONTRACT]
     overrides = dict(base.kafka.producer_overrides)
-    if single_record_batches:
-        overrides["batch.num.messages"] = 1
     return dataclasses.replace(
         base,
         kafka=dataclasses.replace(
@@ -114,8 +103,6 @@ class BenchLedger:
             k: os.urandom(32) for k in ("identifier_secret", "data_master", "commitment_key")
         }
     )
-    # True against the embedded broker: see bench_config's workaround.
-    single_record_batches: bool = False
     nodes: list[CacheNode] = field(default_factory=list)
     _codec: EventCodec = field(default_factory=EventCodec)
     _registered: set[str] = field(default_factory=set)
@@ -156,7 +143,6 @@ class BenchLedger:
             self.servers,
             self.names,
             audit=audit,
-            single_record_batches=self.single_record_batches,
         )
         node = CacheNode(config, self.servers, keys, self.data_dir, node_id=name)
         self.nodes.append(node)
@@ -187,9 +173,7 @@ def bench_ledger(base: CachetConfig, bootstrap_servers: str | None = None) -> It
         bench_broker(bootstrap_servers, partitions=base.kafka.partitions) as (servers, names),
         tempfile.TemporaryDirectory(prefix="cachet-bench-") as tmp,
     ):
-        ledger = BenchLedger(
-            servers, names, base, Path(tmp), single_record_batches=bootstrap_servers is None
-        )
+        ledger = BenchLedger(servers, names, base, Path(tmp))
         ticker_producer = ledger.sealing_producer("bench-ticker")
         ticker = WatermarkTicker(
             ticker_producer, partitions, ticker_id="bench-ticker", interval_s=TICK_INTERVAL_S
