@@ -14,18 +14,19 @@ revocation of worker keys are not handled here yet.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 from confluent_kafka import Producer
 
 from cachet.cli.context import CliContext
+from cachet.cli.keys import open_keystore
 from cachet.config.enums import ScrubMethod as ConfigScrubMethod
 from cachet.crypto.identifiers import IdentifierHasher
-from cachet.crypto.keystore import Keystore, KeystoreError, load_kek
+from cachet.crypto.keystore import KeystoreError
 from cachet.crypto.seal import PrivateKeySet
 from cachet.errors import CachetError
 from cachet.kafka import producer_settings
@@ -52,27 +53,20 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         help="where the block pool lives (default: [kvscrub] device)",
     )
     w.add_argument("--worker-id", default=None, help="this worker's id (default: [node] node_id)")
+    w.add_argument(
+        "--kek-file",
+        type=Path,
+        default=None,
+        help="key-encryption key file (default keys.kek_file, else $CACHET_KEK)",
+    )
     w.set_defaults(handler=run)
-
-
-def _keystore(ctx: CliContext) -> Keystore:
-    keys = ctx.config.keys
-    # The CLI is the one boundary that reads the environment.
-    env_value = None if keys.kek_file is not None else os.environ.get(keys.kek_env)
-    try:
-        return Keystore.open(keys.keystore_path, load_kek(keys.kek_file, env_value))
-    except KeystoreError as exc:
-        raise CachetError(
-            f"kvscrub worker needs the keystore ({keys.keystore_path}) with a trust anchor "
-            f"and an identifier secret, unlocked by {keys.kek_file or '$' + keys.kek_env}: {exc}"
-        ) from exc
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
     config = ctx.config
     worker_id: str = args.worker_id or config.node.node_id
-    store = _keystore(ctx)
+    store = open_keystore(ctx, args)
     try:
         anchor = store.anchor()
         hasher = IdentifierHasher(store.identifier_secret())
