@@ -56,11 +56,26 @@ class RecordOrigin:
 
     @classmethod
     def of(cls, msg: Message) -> RecordOrigin:
+        """The origin of a consumed record (never an error event)."""
         _, ts = msg.timestamp()
-        headers = tuple((k, v or b"") for k, v in (msg.headers() or ()))
+        headers = tuple((str(h[0]), _as_bytes(h[1])) for h in (msg.headers() or ()))
         return cls(
-            msg.topic(), msg.partition(), msg.offset(), msg.key(), ts, headers, msg.value() or b""
+            msg.topic() or "",
+            _int(msg.partition()),
+            _int(msg.offset()),
+            _as_bytes(msg.key()),
+            ts,
+            headers,
+            _as_bytes(msg.value()),
         )
+
+
+def _as_bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else (value or b"")
+
+
+def _int(value: int | None) -> int:
+    return -1 if value is None else value
 
 
 Handler = Callable[[Event, RecordOrigin], None]
@@ -84,7 +99,7 @@ class DeadLetters:
     def send(
         self, value: bytes | None, origin: RecordOrigin, failure: DeadLetterFailure, reason: str
     ) -> None:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (DL_HEADER_FAILURE, failure.value.encode()),
             (DL_HEADER_REASON, reason.encode("utf-8", "replace")),
             (DL_HEADER_TOPIC, origin.topic.encode()),
@@ -151,7 +166,7 @@ class ConsumeLoop:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     if self._on_eof:
-                        self._on_eof(msg.topic(), msg.partition(), msg.offset())
+                        self._on_eof(msg.topic() or "", _int(msg.partition()), _int(msg.offset()))
                     continue
                 # Broker / transport errors are not records: log, keep going.
                 log.warning("%s: consume error: %s", self.name, err)

@@ -100,7 +100,8 @@ def consumer_settings(
 
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _LIBRDKAFKA_LOG})
+    settings: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _LIBRDKAFKA_LOG}
+    return AdminClient(settings)
 
 
 def create_topics(

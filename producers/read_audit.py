@@ -63,12 +63,12 @@ class ReadAudit:
         last_ack = time.monotonic()
         while True:
             try:
-                item = self._queue.get(timeout=self._flush_s)
+                item: tuple[bytes, dict[str, Any]] | None = self._queue.get(timeout=self._flush_s)
             except queue.Empty:
-                item = ...
+                item = (b"", {})  # nothing queued: only the acknowledgement below
             if item is None:
                 return
-            if item is not ...:
+            if item[1]:
                 key_hash, payload = item
                 try:
                     self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)

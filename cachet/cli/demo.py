@@ -176,9 +176,9 @@ def _cache_story(servers: str, names: TopicNames, tmp: Path) -> None:
         SealingSettings(64, 20),
     )
     WatermarkTicker(ticker, 3, ticker_id="ticker", interval_s=0.2).start(stop)
-    keys = NodeKeys("node-1", node_keys, anchor.public(), *(os.urandom(32) for _ in range(3)))
+    secrets = NodeKeys("node-1", node_keys, anchor.public(), *(os.urandom(32) for _ in range(3)))
     try:
-        with CacheNode(config, servers, keys, tmp, node_id="node-1") as node:
+        with CacheNode(config, servers, secrets, tmp, node_id="node-1") as node:
             if not node.wait_caught_up(30):
                 raise SystemExit("demo failed: the node did not catch up")
             owner = node.client(Role.OWNER)

@@ -130,7 +130,7 @@ def publish_registration(ctx: CliContext, store: Keystore, identity: str) -> Pri
 
 
 def _publish(ctx: CliContext, event_type: EventType, payload: dict) -> None:
-    producer = Producer(producer_settings(ctx.bootstrap_servers, **{"message.timeout.ms": 10000}))
+    producer = Producer(producer_settings(ctx.bootstrap_servers, {"message.timeout.ms": 10000}))
     publish_control(producer, EventCodec(), ctx.topic_names, event_type, payload)
 
 
