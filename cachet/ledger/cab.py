@@ -5,8 +5,8 @@ library, that one event's exact log bytes were sealed by a producer whose
 key set the trust anchor registered: the event bytes, its inclusion proof,
 the seal as its signed note, the producer's key set, the anchor-signed
 registration statement, and the anchor's public key set. The format is
-specified byte by byte in ``docs/cab-format.md``; :func:`encode_bundle` and
-:func:`decode_bundle` implement it, :func:`verify_bundle` runs every check.
+specified byte by byte in ``docs/cab-format.md``; :mod:`cachet.ledger.cab_format`
+implements it, :func:`verify_bundle` (here) runs every check.
 
 A bundle that brings its own anchor proves nothing by itself (anyone can
 make an anchor and sign a registration with it): the verifier must pin the
@@ -30,25 +30,31 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cachet.crypto.merkle import HASH_SIZE, inclusion_proof, leaf_hash, verify_inclusion
-from cachet.crypto.registry import registration_statement
+from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from cachet.crypto.seal import (
     KeySet,
     NoteFormatError,
     SchemeStatus,
     SealHeader,
     SignatureLine,
-    check_id,
     check_signatures,
     derive_key_set_id,
     note_bytes,
     parse_note,
     verify_header,
 )
-from cachet.crypto.seal import b64 as seal_b64
-from cachet.crypto.seal import unb64 as seal_unb64
-from cachet.crypto.signing import SignatureScheme, key_id
-from cachet.errors import CachetError
+from cachet.crypto.signing import SignatureScheme
+from cachet.ledger.cab_format import (
+    CAB_VERSION,
+    Bundle,
+    CabError,
+    CabFormatError,
+    Registration,
+    decode_bundle,
+    encode_bundle,
+    encode_key_set,
+    parse_registration,
+)
 from cachet.ledger.identity import ProducerIdError, identity_of
 
 if TYPE_CHECKING:  # the bundle code itself needs no Kafka and no Avro
@@ -56,60 +62,17 @@ if TYPE_CHECKING:  # the bundle code itself needs no Kafka and no Avro
     from schemas.codec import EventCodec
 
 __all__ = [
-    "CAB_MAGIC",
-    "CAB_VERSION",
-    "Bundle",
     "BundleReport",
     "CabCheck",
-    "CabError",
-    "CabFormatError",
+    "CabError",  # defined with the format (CabFormatError subclasses it)
     "CheckOutcome",
     "CheckResult",
-    "Registration",
-    "Section",
     "anchor_fingerprint",
     "build_bundle",
-    "decode_bundle",
-    "encode_bundle",
-    "encode_key_set",
-    "encode_signature_lines",
-    "parse_key_set",
-    "parse_registration",
-    "parse_signature_lines",
     "verify_bundle",
 ]
 
 log = logging.getLogger(__name__)
-
-CAB_MAGIC = b"CACHETCAB"
-CAB_VERSION = 1
-KEY_SET_FORMAT = "cachet.key-set/v1"
-REGISTRATION_FORMAT = "cachet.key-registration/v1"
-# Bounds that keep a hostile bundle from making the parser allocate or loop
-# without limit: a proof of a tree of 2^63 leaves has at most 63 hashes.
-MAX_BUNDLE_BYTES = 16 * 1024 * 1024
-MAX_PROOF_HASHES = 64
-_U64_MAX = 2**63 - 1  # the seal header's integer range (Avro long)
-
-
-class CabError(CachetError):
-    """A bundle could not be built (the inputs do not make a valid bundle)."""
-
-
-class CabFormatError(CabError):
-    """Bytes that are not a bundle in canonical form; the message says where."""
-
-
-class Section(enum.IntEnum):
-    """Section tags, in the one order they must appear (each exactly once)."""
-
-    EVENT = 0x01
-    INCLUSION = 0x02
-    SEAL_NOTE = 0x03
-    PRODUCER_KEY_SET = 0x04
-    REGISTRATION = 0x05
-    REGISTRATION_SIGNATURES = 0x06
-    ANCHOR_KEY_SET = 0x07
 
 
 class CabCheck(enum.StrEnum):
@@ -146,273 +109,11 @@ class CheckResult:
         return self.outcome is CheckOutcome.PASSED
 
 
-# --- the pieces -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """A parsed ``cachet.key-registration/v1`` statement."""
-
-    producer_identity: str
-    key_set: KeySet
-    valid_from_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class Bundle:
-    """A bundle's content; ``encode_bundle`` gives its one byte form."""
-
-    event_bytes: bytes
-    leaf_index: int
-    tree_size: int
-    proof: tuple[bytes, ...]
-    seal_note: bytes
-    producer_key_set: KeySet
-    registration: bytes
-    registration_signatures: tuple[SignatureLine, ...]
-    anchor: KeySet
-
-
-def _b64(data: bytes) -> str:
-    return seal_b64(data)
-
-
-def _unb64(kind: str, text: str) -> bytes:
-    try:
-        return seal_unb64(kind, text)
-    except NoteFormatError as exc:
-        raise CabFormatError(str(exc)) from exc
-
-
-def _text_lines(kind: str, data: bytes) -> list[str]:
-    """``\\n``-terminated ASCII lines (the last one terminated too)."""
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise CabFormatError(f"{kind} is not ASCII") from exc
-    if not text.endswith("\n"):
-        raise CabFormatError(f"{kind} must end with a newline")
-    return text[:-1].split("\n")
-
-
-def _uint(kind: str, text: str) -> int:
-    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
-        raise CabFormatError(f"{kind} {text[:40]!r} is not a canonical decimal integer")
-    value = int(text)
-    if value > _U64_MAX:
-        raise CabFormatError(f"{kind} is out of range")
-    return value
-
-
-def encode_key_set(key_set: KeySet) -> bytes:
-    """A key set section: format line, ``keyset`` line, one ``key`` line per
-    scheme in scheme order (the same key lines registration statements use)."""
-    lines = [KEY_SET_FORMAT, f"keyset {key_set.key_set_id}"]
-    for scheme in SignatureScheme:
-        public = key_set.public_keys.get(scheme)
-        if public is not None:
-            lines.append(f"key {scheme.value} {key_id(scheme, public)} {_b64(public)}")
-    return "".join(line + "\n" for line in lines).encode("ascii")
-
-
-def _parse_key_lines(kind: str, lines: Sequence[str]) -> dict[SignatureScheme, bytes]:
-    keys: dict[SignatureScheme, bytes] = {}
-    for line in lines:
-        parts = line.split(" ")
-        if len(parts) != 4 or parts[0] != "key":
-            raise CabFormatError(f"{kind}: not a key line: {line[:40]!r}")
-        try:
-            scheme = SignatureScheme(parts[1])
-        except ValueError as exc:
-            raise CabFormatError(f"{kind}: unknown scheme {parts[1][:40]!r}") from exc
-        if scheme in keys:
-            raise CabFormatError(f"{kind}: two keys for {scheme.value}")
-        keys[scheme] = _unb64(f"{kind} {scheme.value} key", parts[3])
-    return keys
-
-
-def _key_set(kind: str, key_set_id: str, keys: dict[SignatureScheme, bytes]) -> KeySet:
-    try:
-        return KeySet(key_set_id, keys)
-    except (ValueError, NoteFormatError) as exc:
-        raise CabFormatError(f"{kind}: {exc}") from exc
-
-
-def parse_key_set(data: bytes) -> KeySet:
-    """Parse a key set section; refuses anything :func:`encode_key_set` would
-    not have written byte for byte (order, key ids, base64, duplicates)."""
-    lines = _text_lines("key set", data)
-    if len(lines) < 3 or lines[0] != KEY_SET_FORMAT or not lines[1].startswith("keyset "):
-        raise CabFormatError(f"key set must start {KEY_SET_FORMAT!r}, 'keyset <id>', a key")
-    key_set = _key_set(
-        "key set", lines[1][len("keyset ") :], _parse_key_lines("key set", lines[2:])
-    )
-    # The round trip checks what the line parser did not: key ids, scheme order.
-    if not hmac.compare_digest(encode_key_set(key_set), data):
-        raise CabFormatError(f"key set {key_set.key_set_id} is not in canonical form")
-    return key_set
-
-
-def encode_signature_lines(lines: Sequence[SignatureLine]) -> bytes:
-    """Signature lines exactly as a signed note writes them, each ``\\n``-ended."""
-    return "".join(line.text() + "\n" for line in lines).encode("utf-8")
-
-
-def parse_signature_lines(data: bytes) -> tuple[SignatureLine, ...]:
-    """Parse at least one signature line (``\\u2014 <alg> <key id> <b64 sig>``)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CabFormatError("signature lines are not UTF-8") from exc
-    if not text.endswith("\n"):
-        raise CabFormatError("signature lines must end with a newline")
-    out: list[SignatureLine] = []
-    for raw in text[:-1].split("\n"):
-        prefix = "\u2014 "
-        parts = raw[len(prefix) :].split(" ") if raw.startswith(prefix) else []
-        if len(parts) != 3:
-            raise CabFormatError(f"not a signature line: {raw[:40]!r}")
-        try:
-            out.append(SignatureLine(parts[0], parts[1], _unb64("signature", parts[2])))
-        except NoteFormatError as exc:
-            raise CabFormatError(str(exc)) from exc
-    if not hmac.compare_digest(encode_signature_lines(out), data):
-        raise CabFormatError("signature lines are not in canonical form")
-    return tuple(out)
-
-
-def parse_registration(statement: bytes) -> Registration:
-    """Parse a registration statement; it must be exactly what
-    :func:`~cachet.crypto.registry.registration_statement` writes."""
-    lines = _text_lines("registration statement", statement)
-    if (
-        len(lines) < 5
-        or lines[0] != REGISTRATION_FORMAT
-        or not lines[1].startswith("producer ")
-        or not lines[2].startswith("keyset ")
-        or not lines[-1].startswith("valid-from ")
-    ):
-        raise CabFormatError(f"not a {REGISTRATION_FORMAT} statement")
-    try:
-        identity = check_id("producer id", lines[1][len("producer ") :])
-    except NoteFormatError as exc:
-        raise CabFormatError(str(exc)) from exc
-    keys = _parse_key_lines("registration", lines[3:-1])
-    key_set = _key_set("registration", lines[2][len("keyset ") :], keys)
-    valid_from = _uint("valid-from", lines[-1][len("valid-from ") :])
-    if not hmac.compare_digest(registration_statement(identity, key_set, valid_from), statement):
-        raise CabFormatError("registration statement is not in canonical form")
-    return Registration(identity, key_set, valid_from)
-
-
 def anchor_fingerprint(anchor: KeySet) -> str:
     """What a verifier pins: the key set id derived from the anchor's public
     keys (``ks-`` + 32 hex digits). It names the keys, not a chosen label,
     so a self-made anchor cannot borrow a trusted anchor's fingerprint."""
     return derive_key_set_id(dict(anchor.public_keys))
-
-
-# --- the container ------------------------------------------------------------
-
-
-def _section(tag: Section, value: bytes) -> bytes:
-    if not value:
-        raise CabError(f"section {tag.name} is empty")
-    return bytes([tag]) + len(value).to_bytes(4, "big") + value
-
-
-def _inclusion_bytes(leaf_index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
-    for name, value in (("leaf index", leaf_index), ("tree size", tree_size)):
-        if not 0 <= value <= _U64_MAX:
-            raise CabError(f"{name} {value} out of range")
-    if any(len(h) != HASH_SIZE for h in proof) or len(proof) > MAX_PROOF_HASHES:
-        raise CabError("inclusion proof hashes must be 32 bytes each, at most 64")
-    return leaf_index.to_bytes(8, "big") + tree_size.to_bytes(8, "big") + b"".join(proof)
-
-
-def encode_bundle(bundle: Bundle) -> bytes:
-    """The bundle's bytes (``docs/cab-format.md``)."""
-    data = (
-        CAB_MAGIC
-        + CAB_VERSION.to_bytes(2, "big")
-        + _section(Section.EVENT, bundle.event_bytes)
-        + _section(
-            Section.INCLUSION,
-            _inclusion_bytes(bundle.leaf_index, bundle.tree_size, bundle.proof),
-        )
-        + _section(Section.SEAL_NOTE, bundle.seal_note)
-        + _section(Section.PRODUCER_KEY_SET, encode_key_set(bundle.producer_key_set))
-        + _section(Section.REGISTRATION, bundle.registration)
-        + _section(
-            Section.REGISTRATION_SIGNATURES, encode_signature_lines(bundle.registration_signatures)
-        )
-        + _section(Section.ANCHOR_KEY_SET, encode_key_set(bundle.anchor))
-    )
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise CabError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
-    return data
-
-
-def _split_sections(data: bytes) -> dict[Section, bytes]:
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise CabFormatError(f"{len(data)} bytes: larger than any bundle ({MAX_BUNDLE_BYTES})")
-    head = len(CAB_MAGIC) + 2
-    if len(data) < head or not hmac.compare_digest(data[: len(CAB_MAGIC)], CAB_MAGIC):
-        raise CabFormatError("not a Cache Attestation Bundle (bad magic)")
-    version = int.from_bytes(data[len(CAB_MAGIC) : head], "big")
-    if version != CAB_VERSION:
-        raise CabFormatError(f"bundle version {version}; this verifier reads {CAB_VERSION}")
-    sections: dict[Section, bytes] = {}
-    pos = head
-    for expected in Section:  # fixed order, each once: no duplicates, no extras
-        if len(data) - pos < 5:
-            raise CabFormatError(f"truncated before section {expected.name}")
-        tag = data[pos]
-        if tag != expected:
-            raise CabFormatError(
-                f"section tag 0x{tag:02x} at byte {pos}; expected {expected.name} (0x{expected:02x})"
-            )
-        length = int.from_bytes(data[pos + 1 : pos + 5], "big")
-        pos += 5
-        if length == 0 or length > len(data) - pos:
-            raise CabFormatError(f"section {expected.name}: length {length} is empty or truncated")
-        sections[expected] = data[pos : pos + length]
-        pos += length
-    if pos != len(data):
-        raise CabFormatError(f"{len(data) - pos} trailing byte(s) after the last section")
-    return sections
-
-
-def decode_bundle(data: bytes) -> Bundle:
-    """Parse a bundle; anything not in canonical form raises
-    :class:`CabFormatError`. Parsing checks form only, never trust."""
-    s = _split_sections(bytes(data))
-    inclusion = s[Section.INCLUSION]
-    if len(inclusion) < 16 or (len(inclusion) - 16) % HASH_SIZE:
-        raise CabFormatError("inclusion section is not 16 bytes + whole 32-byte hashes")
-    proof = tuple(inclusion[i : i + HASH_SIZE] for i in range(16, len(inclusion), HASH_SIZE))
-    if len(proof) > MAX_PROOF_HASHES:
-        raise CabFormatError(f"inclusion proof of {len(proof)} hashes (at most {MAX_PROOF_HASHES})")
-    leaf_index = int.from_bytes(inclusion[:8], "big")
-    tree_size = int.from_bytes(inclusion[8:16], "big")
-    if leaf_index > _U64_MAX or tree_size > _U64_MAX:
-        raise CabFormatError("leaf index or tree size out of range")
-    try:
-        parse_note(s[Section.SEAL_NOTE])
-    except NoteFormatError as exc:
-        raise CabFormatError(f"seal note: {exc}") from exc
-    parse_registration(s[Section.REGISTRATION])
-    return Bundle(
-        event_bytes=s[Section.EVENT],
-        leaf_index=leaf_index,
-        tree_size=tree_size,
-        proof=proof,
-        seal_note=s[Section.SEAL_NOTE],
-        producer_key_set=parse_key_set(s[Section.PRODUCER_KEY_SET]),
-        registration=s[Section.REGISTRATION],
-        registration_signatures=parse_signature_lines(s[Section.REGISTRATION_SIGNATURES]),
-        anchor=parse_key_set(s[Section.ANCHOR_KEY_SET]),
-    )
 
 
 # --- building -----------------------------------------------------------------

@@ -13,7 +13,8 @@ from cachet.cli.cab import CabExportError, export_bundle
 from cachet.cli.main import main
 from cachet.crypto.seal import PrivateKeySet
 from cachet.ledger.anchor import anchor_to_json
-from cachet.ledger.cab import CabCheck, anchor_fingerprint, decode_bundle, verify_bundle
+from cachet.ledger.cab import CabCheck, anchor_fingerprint, verify_bundle
+from cachet.ledger.cab_format import decode_bundle
 from cachet.topics import Topic
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 

@@ -26,16 +26,19 @@ from cachet.crypto.seal import (
 )
 from cachet.ledger.anchor import anchor_to_json
 from cachet.ledger.cab import (
-    CAB_MAGIC,
-    Bundle,
     BundleReport,
     CabCheck,
     CabError,
-    CabFormatError,
     CheckOutcome,
-    Section,
     anchor_fingerprint,
     build_bundle,
+    verify_bundle,
+)
+from cachet.ledger.cab_format import (
+    CAB_MAGIC,
+    Bundle,
+    CabFormatError,
+    Section,
     decode_bundle,
     encode_bundle,
     encode_key_set,
@@ -43,7 +46,6 @@ from cachet.ledger.cab import (
     parse_key_set,
     parse_registration,
     parse_signature_lines,
-    verify_bundle,
 )
 from cachet.ledger.verifier import Applied, VerifiedSeal
 from schemas.codec import EventCodec

@@ -20,17 +20,9 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many, generate_one
 
-from schemas.codec import (
-    MAGIC,
-    SCHEMA_DIR,
-    DecodeError,
-    DecodeFailure,
-    EventCodec,
-    SchemaSet,
-    history_dirs,
-    load_schema_set,
-)
+from schemas.codec import MAGIC, DecodeError, DecodeFailure, EventCodec
 from schemas.events import EventType
+from schemas.loader import SCHEMA_DIR, SchemaSet, history_dirs, load_schema_set
 
 # Fingerprints of released sets. History is append-only: a released set must
 # never change (its data is in logs and archives), so each is pinned here.
