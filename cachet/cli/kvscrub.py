@@ -31,7 +31,7 @@ from cachet.crypto.seal import PrivateKeySet
 from cachet.errors import CachetError
 from cachet.kafka import producer_settings
 from cachet.ledger.registration import publish_control, registration_payload
-from processors.kvscrub.worker import run_worker
+from processors.kvscrub.runner import run_worker
 from schemas.codec import EventCodec
 from schemas.events import EventType, now_us
 

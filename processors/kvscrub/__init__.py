@@ -7,6 +7,15 @@ fused indexed op, verifies them on the device and frees only verified
 blocks, quarantining the rest. The Kafka worker builds on this API.
 """
 
+from processors.kvscrub.errors import (
+    BlockStateError,
+    KvScrubError,
+    PolicyViolation,
+    PoolExhausted,
+    ScrubRequestError,
+    UnscrubbedFree,
+    WorkerSetupError,
+)
 from processors.kvscrub.metrics import ScrubMetrics
 from processors.kvscrub.policy import (
     ExpiredSession,
@@ -14,17 +23,7 @@ from processors.kvscrub.policy import (
     SessionKey,
     SessionPolicy,
 )
-from processors.kvscrub.pool import (
-    BlockPool,
-    BlockState,
-    BlockStateError,
-    KvScrubError,
-    PolicyViolation,
-    PoolExhausted,
-    PoolShape,
-    QuarantineReason,
-    UnscrubbedFree,
-)
+from processors.kvscrub.pool import BlockPool, BlockState, PoolShape, QuarantineReason
 from processors.kvscrub.scrub import (
     Scrubber,
     ScrubConfigError,
@@ -50,11 +49,13 @@ __all__ = [
     "ScrubMethod",
     "ScrubMetrics",
     "ScrubReport",
+    "ScrubRequestError",
     "ScrubSettings",
     "ScrubTrigger",
     "Scrubber",
     "SessionKey",
     "SessionPolicy",
     "UnscrubbedFree",
+    "WorkerSetupError",
     "sample_positions",
 ]

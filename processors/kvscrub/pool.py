@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cachet.errors import CachetError
+from processors.kvscrub.errors import (
+    BlockStateError,
+    PolicyViolation,
+    PoolExhausted,
+    UnscrubbedFree,
+)
 from processors.kvscrub.policy import (
     Clock,
     ExpiredSession,
@@ -42,17 +47,13 @@ from processors.kvscrub.policy import (
     evaluate,
     monotonic_clock,
 )
+from processors.kvscrub.prefix_cache import PrefixCache, PrefixKey
 
 __all__ = [
     "BlockPool",
     "BlockState",
-    "BlockStateError",
-    "KvScrubError",
-    "PolicyViolation",
-    "PoolExhausted",
     "PoolShape",
     "QuarantineReason",
-    "UnscrubbedFree",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,63 +66,6 @@ _WORD_DTYPES: dict[int, torch.dtype] = {
     2: torch.int16,
     1: torch.uint8,
 }
-
-
-# --------------------------------------------------------------------- errors
-class KvScrubError(CachetError):
-    """Root of the KV-cache scrubbing errors."""
-
-
-class PoolExhausted(KvScrubError):
-    """Not enough free blocks for an allocation."""
-
-    def __init__(self, tenant: str, request_id: str, requested: int, available: int) -> None:
-        super().__init__(
-            f"KV block pool exhausted: tenant={tenant!r} request={request_id!r} "
-            f"requested={requested} blocks, free={available}"
-        )
-        self.tenant = tenant
-        self.request_id = request_id
-        self.requested = requested
-        self.available = available
-
-
-class UnscrubbedFree(KvScrubError):
-    """``free`` was given blocks not verified clean; they are now quarantined."""
-
-    def __init__(self, block_ids: Sequence[int], states: Sequence[BlockState]) -> None:
-        pairs = ", ".join(f"{b}:{s.value}" for b, s in zip(block_ids, states, strict=True))
-        super().__init__(
-            f"refusing to free {len(block_ids)} block(s) not VERIFIED_CLEAN; "
-            f"quarantined them: {pairs}"
-        )
-        self.block_ids = tuple(block_ids)
-        self.states = tuple(states)
-
-
-class BlockStateError(KvScrubError):
-    """An operation met a block in a state it does not accept."""
-
-    def __init__(self, operation: str, block_id: int, state: BlockState, expected: str) -> None:
-        super().__init__(f"{operation}: block {block_id} is {state.value}, expected {expected}")
-        self.operation = operation
-        self.block_id = block_id
-        self.state = state
-
-
-class PolicyViolation(KvScrubError):
-    """A session policy forbids the operation (e.g. ``ttl_s <= 0``)."""
-
-    def __init__(
-        self, key: SessionKey, reason: ExpiryReason, block_ids: Sequence[int] = ()
-    ) -> None:
-        super().__init__(
-            f"policy {reason.value} for tenant={key.tenant!r} request={key.request_id!r}"
-            + (f"; quarantined {len(block_ids)} block(s)" if block_ids else "")
-        )
-        self.key = key
-        self.reason = reason
-        self.block_ids = tuple(block_ids)
 
 
 # --------------------------------------------------------------------- values
@@ -195,7 +139,7 @@ class _Session:
     policy: SessionPolicy
     created_at: float
     reuse_count: int = 0
-    prefix_keys: set[tuple[str, bytes]] = field(default_factory=set)
+    prefix_keys: set[PrefixKey] = field(default_factory=set)
 
 
 # ----------------------------------------------------------------------- pool
@@ -240,8 +184,7 @@ class BlockPool:
         self._sessions: dict[str, dict[str, _Session]] = {}
         # The session every non-FREE block belongs (or last belonged) to.
         self._owner: dict[int, SessionKey] = {}
-        self._prefix: dict[tuple[str, bytes], int] = {}
-        self._block_prefix: dict[int, set[tuple[str, bytes]]] = {}
+        self._prefix = PrefixCache()
 
     # ------------------------------------------------------------ tensor views
     @property
@@ -347,12 +290,7 @@ class BlockPool:
                 raise ValueError(
                     f"block {block_id} is not in tenant={tenant!r} request={request_id!r}"
                 )
-            key = (tenant, block_hash)
-            old = self._prefix.get(key)
-            if old is not None:
-                self._block_prefix.get(old, set()).discard(key)
-            self._prefix[key] = block_id
-            self._block_prefix.setdefault(block_id, set()).add(key)
+            self._prefix.publish(tenant, block_hash, block_id)
 
     def lookup_prefix(self, tenant: str, block_hash: bytes) -> int | None:
         """The block cached under ``block_hash`` for ``tenant``, counting one reuse.
@@ -361,7 +299,7 @@ class BlockPool:
         block must be scrubbed, not served again.
         """
         with self._lock:
-            block = self._prefix.get((tenant, block_hash))
+            block = self._prefix.get(tenant, block_hash)
             if block is None:
                 return None
             owner = self._owner_session(block)
@@ -380,10 +318,10 @@ class BlockPool:
                 return None
             return block
 
-    def prefix_entries(self) -> dict[tuple[str, bytes], int]:
+    def prefix_entries(self) -> dict[PrefixKey, int]:
         """A snapshot of the prefix cache ``(tenant, hash) -> block``."""
         with self._lock:
-            return dict(self._prefix)
+            return self._prefix.snapshot()
 
     # ------------------------------------------------------------ policies
     def mark_reuse(self, tenant: str, request_id: str) -> ExpiryReason | None:
@@ -553,21 +491,16 @@ class BlockPool:
         if not requests:
             del self._sessions[key.tenant]
         for b in session.blocks:
-            self._drop_prefix(b)
+            self._prefix.drop_block(b)
         return session.blocks
 
     def _unlink(self, b: int) -> None:
         """Make one block unreachable from anywhere (tables, prefix cache, free list)."""
-        self._drop_prefix(b)
+        self._prefix.drop_block(b)
         self._free.pop(b, None)
         session = self._owner_session(b)
         if session is not None:
             session.blocks.remove(b)
-
-    def _drop_prefix(self, b: int) -> None:
-        for key in self._block_prefix.pop(b, set()):
-            if self._prefix.get(key) == b:
-                del self._prefix[key]
 
     def _owner_session(self, b: int) -> _Session | None:
         key = self._owner.get(b)

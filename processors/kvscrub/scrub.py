@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from processors.kvscrub.errors import BlockStateError, KvScrubError
 from processors.kvscrub.policy import ExpiryReason
-from processors.kvscrub.pool import BlockPool, BlockState, BlockStateError, KvScrubError
+from processors.kvscrub.pool import BlockPool, BlockState
 
 if TYPE_CHECKING:
     from processors.kvscrub.metrics import ScrubMetrics

@@ -20,8 +20,9 @@ from cachet.crypto.seal import PrivateKeySet
 from cachet.kafka import consumer_settings, producer_settings
 from cachet.topics import Topic, TopicNames
 from processors.kvscrub.pool import BlockPool, BlockState, PoolShape
+from processors.kvscrub.runner import run_worker, scrub_consumer
 from processors.kvscrub.scrub import Scrubber
-from processors.kvscrub.worker import KvScrubWorker, run_worker, scrub_consumer
+from processors.kvscrub.worker import KvScrubWorker
 from producers.sealing import SealingProducer
 from schemas.codec import EventCodec
 from schemas.events import Event, EventType, new_event

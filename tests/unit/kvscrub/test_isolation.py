@@ -16,14 +16,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from processors.kvscrub.errors import PoolExhausted, UnscrubbedFree
 from processors.kvscrub.policy import SessionKey
-from processors.kvscrub.pool import (
-    BlockPool,
-    BlockState,
-    PoolExhausted,
-    PoolShape,
-    UnscrubbedFree,
-)
+from processors.kvscrub.pool import BlockPool, BlockState, PoolShape
 from processors.kvscrub.scrub import ScrubMethod, ScrubSettings
 
 from .helpers import SAMPLE_KEY, SkipOneScrubber

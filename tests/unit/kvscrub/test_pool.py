@@ -7,16 +7,14 @@ import math
 import pytest
 import torch
 
-from processors.kvscrub.policy import ExpiryReason, SessionKey, SessionPolicy
-from processors.kvscrub.pool import (
-    BlockPool,
-    BlockState,
+from processors.kvscrub.errors import (
     BlockStateError,
     PolicyViolation,
     PoolExhausted,
-    PoolShape,
     UnscrubbedFree,
 )
+from processors.kvscrub.policy import ExpiryReason, SessionKey, SessionPolicy
+from processors.kvscrub.pool import BlockPool, BlockState, PoolShape
 from processors.kvscrub.scrub import Scrubber
 
 from .helpers import SMALL, FakeClock, block_is_zero, dirty

@@ -11,9 +11,10 @@ import torch
 from prometheus_client import CollectorRegistry
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from processors.kvscrub.errors import BlockStateError
 from processors.kvscrub.metrics import ScrubMetrics
 from processors.kvscrub.policy import SessionPolicy
-from processors.kvscrub.pool import BlockPool, BlockState, BlockStateError, PoolShape
+from processors.kvscrub.pool import BlockPool, BlockState, PoolShape
 from processors.kvscrub.scrub import (
     Scrubber,
     ScrubConfigError,

@@ -9,10 +9,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cachet.crypto.identifiers import IdentifierHasher
+from processors.kvscrub.errors import ScrubRequestError
 from processors.kvscrub.policy import SessionPolicy
 from processors.kvscrub.pool import BlockPool, BlockState
 from processors.kvscrub.scrub import Scrubber
-from processors.kvscrub.worker import KvScrubWorker, ScrubRequestError
+from processors.kvscrub.worker import KvScrubWorker
 from producers.sealing import SealingProducer
 from schemas.events import Event, EventType, new_event
 
