@@ -103,6 +103,17 @@ def start_node(
     return NodeProcess(name, proc, int(line.rsplit(":", 1)[1]))
 
 
+def wait_for(cond, timeout_s: float = 10.0):
+    """The first truthy value of ``cond()`` within the timeout (else its last value)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    return cond()
+
+
 def wait_until(cond, timeout_s: float, step_s: float = 0.05) -> float | None:
     """Seconds until ``cond()`` held, or None if it never did."""
     start = time.monotonic()

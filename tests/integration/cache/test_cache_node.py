@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from cachet.config.enums import Role
 from cachet.verdict import MissReason, VerificationStatus
 from producers.fingerprint import Computation
 
+from .nodeproc import wait_for
+
 pytestmark = pytest.mark.integration
-
-
-def wait_for(cond, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    return cond()
 
 
 def test_put_then_get_serves_the_value_with_proofs(make_node, ticker) -> None:

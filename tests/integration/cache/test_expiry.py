@@ -31,17 +31,9 @@ from producers.sealing import SealingProducer
 from schemas.events import Event, EventType
 from tests.integration.ledger_support import Ledger, LedgerRun
 
+from .nodeproc import wait_for
+
 pytestmark = pytest.mark.integration
-
-
-def wait_for(cond, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    return cond()
 
 
 @dataclass
