@@ -284,6 +284,11 @@ class SealingProducer:
         # The invariant: no seal before every covered event is acknowledged.
         while True:
             with self._lock:
+                if batch.epoch != self.producer_id:
+                    # A new epoch replaced the client these events went to.
+                    raise _DeliveryFailed(
+                        f"seal {batch.seal_seq} of {batch.epoch}: epoch abandoned"
+                    )
                 if batch.failed:
                     raise _DeliveryFailed(
                         f"seal {batch.seal_seq} of {batch.epoch} not produced: "
@@ -349,6 +354,7 @@ class SealingProducer:
             if self._open is not None:
                 self._open = None  # its events were produced under the old epoch
         old.purge()
+        old.poll(0)  # deliver the purge callbacks of the abandoned epoch's events
         log.warning("sealing producer %s: new epoch %s", self._identity, self.producer_id)
         return self.producer_id
 

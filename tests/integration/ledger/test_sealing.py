@@ -126,3 +126,36 @@ def test_alert_mapping_names_the_right_event_type() -> None:
         alert_for(Rejected((IntegrityStatus.UNSEALED_TIMEOUT,), "x"))[0]
         is EventType.UNSEALED_TIMEOUT
     )
+
+
+def test_new_epoch_restarts_the_chain_and_seals_nothing_falsely(
+    ledger: Ledger, producer_keys
+) -> None:
+    """What a producer does when the broker lost its session: a new epoch.
+    The abandoned open batch is never sealed; the new chain verifies."""
+    from producers.sealing import SealingProducer, SealingSettings
+
+    ledger.register("svc-e", producer_keys)
+
+    def client() -> Producer:
+        return Producer(producer_settings(ledger.servers))
+
+    sp = SealingProducer(
+        client(),
+        ledger.codec,
+        ledger.names,
+        "svc-e",
+        producer_keys,
+        SealingSettings(batch_max_events=1000, batch_max_ms=60_000),
+        producer_factory=client,
+    )
+    abandoned = emit_sample(sp, 4)  # still in the open batch when the epoch changes
+    old_id = sp.producer_id
+    assert sp.new_epoch() != old_id
+    kept = emit_sample(sp, 4)
+    sp.close()
+    run = ledger.verify(until=lambda r: len(r.applied) >= 4, unsealed_timeout_s=1.0, settle_s=1.5)
+    assert {a.event.event_id for a in run.applied} == {e.event_id for e in kept}
+    assert all(a.event.producer_id == sp.producer_id for a in run.applied)
+    assert not {e.event_id for e in abandoned} & {a.event.event_id for a in run.applied}
+    assert run.statuses() <= {IntegrityStatus.UNSEALED_TIMEOUT}
