@@ -121,6 +121,8 @@ class LiveView:
         self._invalidated: dict[bytes, int | None] = {}
         self.discontinuity: str | None = None
         start = store.offsets()
+        # What the store holds, kept here so an idle poll reads no RocksDB.
+        self._committed: dict[tuple[str, int], int] = dict(start)
         self.consumer = VerifyingConsumer(
             bootstrap_servers,
             names,
@@ -274,13 +276,13 @@ class LiveView:
 
     def _commit(self) -> None:
         positions = self._safe_offsets()
-        stored = self.store.offsets()
-        moved = {k: v for k, v in positions.items() if stored.get(k, 0) != v}
+        moved = {k: v for k, v in positions.items() if self._committed.get(k, 0) != v}
         if not self._dirty and not moved:
             return
         for (topic, partition), offset in moved.items():
             self._batch.set_offset(topic, partition, offset)
         self.store.commit(self._batch)
+        self._committed.update(moved)
         self._batch = self.store.begin()
         self._dirty = False
         changed, self._changed_keys = self._changed_keys, set()
@@ -365,8 +367,7 @@ class LiveView:
         read, so it never blocks): the embedded broker's ListOffsets answer
         lags the real log end (a recorded quirk), the fetch path does not.
         """
-        stored = self.store.offsets()
-        for (topic, partition), offset in stored.items():
+        for (topic, partition), offset in dict(self._committed).items():
             low, high = self.consumer.consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True
             )
