@@ -45,13 +45,22 @@ from cachet.topics import Topic, TopicNames
 from schemas.codec import DecodeError, EventCodec
 from schemas.events import EventType
 
-__all__ = ["DATA_TOPICS", "CabExportError", "export_bundle", "register"]
+__all__ = ["DATA_TOPICS", "NOT_EXPORTABLE", "CabExportError", "export_bundle", "register"]
 
 log = logging.getLogger(__name__)
 
 # Topics sealed producers write events into (control, seals, alerts and the
 # dead-letter topic carry no sealed data events).
 DATA_TOPICS = (Topic.ENTRIES, Topic.READS, Topic.INVALIDATIONS, Topic.ERASURE, Topic.KVSCRUB)
+# Topics no bundle can be exported from, and why. The verifying consumer
+# assigns control and seals itself: naming one again as a data topic would
+# assign its partitions twice, which librdkafka refuses with an exception.
+NOT_EXPORTABLE: Mapping[Topic, str] = {
+    Topic.CONTROL: "is read by the exporter for key registrations only; bundles of "
+    "control events (ContractDefined, RoleGranted) are not supported by CAB v1",
+    Topic.SEALS: "holds seals, which are not themselves sealed events",
+    Topic.DEADLETTER: "holds undecodable raw records, not sealed events",
+}
 # Where `cachet keys init` writes the anchor's public key set.
 ANCHOR_FILE = "anchor.json"
 
@@ -213,8 +222,16 @@ def export_bundle(
     """The Cache Attestation Bundle of event ``event_id``, from the live log.
 
     The event is taken only once a verifying consumer (trusting ``anchor``)
-    applied it, and the bundle is verified before it is returned.
+    applied it, and the bundle is verified before it is returned. A topic of
+    :data:`NOT_EXPORTABLE` in ``data_topics`` is a :class:`CabExportError`,
+    raised before the broker is contacted.
     """
+    refused = [t for t in data_topics if t in NOT_EXPORTABLE]
+    if refused:
+        raise CabExportError(
+            "; ".join(f"topic {t.value} {NOT_EXPORTABLE[t]}" for t in refused)
+            + f" (export from: {', '.join(t.value for t in Topic if t not in NOT_EXPORTABLE)})"
+        )
     deadline = time.monotonic() + timeout_s
     applied = _find_applied(
         servers, names, codec, anchor, required, event_id, data_topics, partitions, deadline
@@ -250,7 +267,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "--topic",
         action="append",
         choices=[t.value for t in Topic],
-        help="data topic to search (repeatable; default every data topic)",
+        help="data topic to search (repeatable; default every data topic; "
+        f"not {', '.join(t.value for t in NOT_EXPORTABLE)}: they hold no attestable events)",
     )
     e.add_argument("--json", action="store_true", help="print the outcome as JSON")
     e.set_defaults(handler=run_export)

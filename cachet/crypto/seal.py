@@ -21,9 +21,13 @@ leading zeros; base64 is standard with padding)::
 arrive on the topics it reads, so a dropped event is detected, not missed.
 
 Each signature is over exactly those bytes. The full note appends a blank
-line and one line per signature: ``\\u2014 <scheme> <key_id> <base64 sig>``.
-Verifiers ignore lines of algorithms they do not know (crypto-agility), and
-refuse everything else that is not exactly right.
+line and one line per signature: ``\\u2014 <scheme> <key_id> <base64 sig>``,
+written in scheme order (:func:`sign_message`). The live verifier ignores
+lines of algorithms it does not know (crypto-agility: a producer may add a
+scheme before every consumer knows it) and refuses everything else that is
+not exactly right. Offline evidence (attestation bundles) is stricter: it
+calls :func:`require_canonical_lines`, which refuses unknown algorithms and
+any order but scheme order, so its text has one form only.
 
 ``seal_hash`` (the per-producer chain link) is SHA3-256 over the framed
 domain ``cachet/seal-hash/v1``, the header text and the signature lines in
@@ -73,6 +77,7 @@ __all__ = [
     "leaf_topics_digest",
     "note_bytes",
     "parse_note",
+    "require_canonical_lines",
     "seal_hash",
     "sign_header",
     "sign_message",
@@ -271,6 +276,33 @@ def sign_message(message: bytes, private_key_set: PrivateKeySet) -> tuple[Signat
     if not lines:
         raise SigningError(f"key set {private_key_set.key_set_id} holds no keys")
     return tuple(lines)
+
+
+def require_canonical_lines(kind: str, lines: Sequence[SignatureLine]) -> None:
+    """Refuse signature lines that are not exactly what :func:`sign_message`
+    writes: every algorithm known, one line per scheme at most, scheme order
+    (``ml-dsa-65``, ``fn-dsa-512``, ``slh-dsa-sha2-128f``).
+
+    For formats with one canonical text (attestation bundles): a line a
+    verifier would ignore, or lines in another order, would be bytes that
+    change without changing the verdict.
+    """
+    order = list(SignatureScheme)
+    last = -1
+    for line in lines:
+        scheme = line.scheme
+        if scheme is None:
+            raise NoteFormatError(
+                f"{kind}: signature line of unknown algorithm {line.algorithm!r} "
+                f"(known: {', '.join(s.value for s in order)})"
+            )
+        position = order.index(scheme)
+        if position <= last:
+            raise NoteFormatError(
+                f"{kind}: signature line {scheme.value} is a duplicate or out of scheme order "
+                f"({', '.join(s.value for s in order)})"
+            )
+        last = position
 
 
 # --- verdicts -------------------------------------------------------------
@@ -495,7 +527,7 @@ def parse_note(note: bytes) -> tuple[SealHeader, tuple[SignatureLine, ...]]:
         algorithm, kid, sig = parts
         signatures.append(SignatureLine(algorithm, kid, unb64("signature", sig)))
     # Belt and braces: the parse must round-trip to the exact bytes.
-    if note_bytes(header, signatures) != note:
+    if not hmac.compare_digest(note_bytes(header, signatures), note):
         raise NoteFormatError("seal note is not in canonical form")
     return header, tuple(signatures)
 

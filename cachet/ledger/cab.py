@@ -12,7 +12,10 @@ A bundle that brings its own anchor proves nothing by itself (anyone can
 make an anchor and sign a registration with it): the verifier must pin the
 anchor, by its public key set or by its fingerprint
 (:func:`anchor_fingerprint`, the id derived from the anchor's keys). An
-unpinned verification fails its ``anchor-pinned`` check.
+unpinned verification fails its ``anchor-pinned`` check. Every key set in a
+bundle (the anchor's and the producer's) must use its fingerprint as its id,
+and signature lines come in scheme order with no unknown algorithm, so no
+byte of a bundle can change without a check failing.
 
 What a bundle cannot prove: that the key set was not revoked or rotated
 later (the registry's later statements are not in it), and the seal's place
@@ -119,6 +122,20 @@ def anchor_fingerprint(anchor: KeySet) -> str:
 # --- building -----------------------------------------------------------------
 
 
+def _in_scheme_order(kind: str, lines: Sequence[SignatureLine]) -> tuple[SignatureLine, ...]:
+    """The lines in the bundle's one order (scheme order). The order carries no
+    meaning in the log (seal hashes sort the lines); a line of an algorithm
+    this version does not know cannot be carried, and is an error here."""
+    order = list(SignatureScheme)
+    unknown = sorted({line.algorithm for line in lines if line.scheme is None})
+    if unknown:
+        raise CabError(
+            f"{kind} carries signature lines of algorithms {unknown}: CAB v1 carries only "
+            f"{', '.join(s.value for s in order)}"
+        )
+    return tuple(sorted(lines, key=lambda line: order.index(SignatureScheme(line.algorithm))))
+
+
 def build_bundle(
     applied: Applied,
     registration_statement: bytes,
@@ -140,9 +157,12 @@ def build_bundle(
         raise CabError(f"event {applied.event.event_id} carries no seal reference")
     if not applied.origin.raw:
         raise CabError(f"event {applied.event.event_id}: its log bytes were not kept")
-    signatures = tuple(
-        SignatureLine(s["algorithm"], s["key_id"], s["signature"])
-        for s in seal.event.payload["signatures"]
+    signatures = _in_scheme_order(
+        "seal",
+        [
+            SignatureLine(s["algorithm"], s["key_id"], s["signature"])
+            for s in seal.event.payload["signatures"]
+        ],
     )
     try:
         registration = parse_registration(registration_statement)
@@ -156,7 +176,7 @@ def build_bundle(
         seal_note=note_bytes(seal.header, signatures),
         producer_key_set=registration.key_set,
         registration=registration_statement,
-        registration_signatures=tuple(anchor_signatures),
+        registration_signatures=_in_scheme_order("registration", anchor_signatures),
         anchor=anchor,
     )
     data = encode_bundle(bundle)
@@ -244,6 +264,12 @@ def _check_pin(
             f"(fingerprint {fingerprint}) proves nothing until pinned",
         )
     problems: list[str] = []
+    # The id line of section 0x07 is bound to the keys: otherwise, pinned by
+    # fingerprint alone, the id could be rewritten without changing the verdict.
+    if not hmac.compare_digest(anchor.key_set_id.encode("ascii"), fingerprint.encode("ascii")):
+        problems.append(
+            f"bundle anchor key set id {anchor.key_set_id} is not its fingerprint {fingerprint}"
+        )
     if pinned_anchor is not None and not _same_key_set(anchor, pinned_anchor):
         problems.append(
             f"bundle anchor {anchor.key_set_id} ({fingerprint}) is not the pinned anchor "
@@ -306,6 +332,16 @@ def _check_registration_matches(
                 f"seal producer {header.producer_id} is not identity "
                 f"{registration.producer_identity}"
             )
+    derived = derive_key_set_id(dict(registration.key_set.public_keys))
+    # A key set's id names its keys (as the anchor's does): one id, one set of
+    # keys, in every bundle and every log that mentions it.
+    if not hmac.compare_digest(
+        registration.key_set.key_set_id.encode("ascii"), derived.encode("ascii")
+    ):
+        problems.append(
+            f"registered key set id {registration.key_set.key_set_id} is not the id "
+            f"derived from its keys ({derived})"
+        )
     lacking = sorted(s.value for s in required if s not in registration.key_set.public_keys)
     if lacking:
         problems.append(f"registered key set lacks required schemes {lacking}")

@@ -27,6 +27,7 @@ from cachet.crypto.seal import (
     SignatureLine,
     check_id,
     parse_note,
+    require_canonical_lines,
 )
 from cachet.crypto.seal import b64 as seal_b64
 from cachet.crypto.seal import unb64 as seal_unb64
@@ -63,6 +64,9 @@ REGISTRATION_FORMAT = "cachet.key-registration/v1"
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_PROOF_HASHES = 64
 _U64_MAX = 2**63 - 1  # the seal header's integer range (Avro long)
+# The event's seal reference stores its leaf index as an Avro int: a larger
+# index can name no event, so it is refused before any check runs.
+_LEAF_INDEX_MAX = 2**31 - 1
 
 
 class CabError(CachetError):
@@ -217,7 +221,17 @@ def parse_signature_lines(data: bytes) -> tuple[SignatureLine, ...]:
             raise CabFormatError(str(exc)) from exc
     if not hmac.compare_digest(encode_signature_lines(out), data):
         raise CabFormatError("signature lines are not in canonical form")
+    _canonical_lines("registration signatures", out)
     return tuple(out)
+
+
+def _canonical_lines(kind: str, lines: Sequence[SignatureLine]) -> None:
+    # Known algorithms only, scheme order, one line per scheme: otherwise lines
+    # could be added or reordered without changing the verdict.
+    try:
+        require_canonical_lines(kind, lines)
+    except NoteFormatError as exc:
+        raise CabFormatError(str(exc)) from exc
 
 
 def parse_registration(statement: bytes) -> Registration:
@@ -254,9 +268,12 @@ def _section(tag: Section, value: bytes) -> bytes:
 
 
 def _inclusion_bytes(leaf_index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
-    for name, value in (("leaf index", leaf_index), ("tree size", tree_size)):
-        if not 0 <= value <= _U64_MAX:
-            raise CabError(f"{name} {value} out of range")
+    for name, value, top in (
+        ("leaf index", leaf_index, _LEAF_INDEX_MAX),
+        ("tree size", tree_size, _U64_MAX),
+    ):
+        if not 0 <= value <= top:
+            raise CabError(f"{name} {value} out of range [0, {top}]")
     if any(len(h) != HASH_SIZE for h in proof) or len(proof) > MAX_PROOF_HASHES:
         raise CabError("inclusion proof hashes must be 32 bytes each, at most 64")
     return leaf_index.to_bytes(8, "big") + tree_size.to_bytes(8, "big") + b"".join(proof)
@@ -299,10 +316,11 @@ def _split_sections(data: bytes) -> dict[Section, bytes]:
     for expected in Section:  # fixed order, each once: no duplicates, no extras
         if len(data) - pos < 5:
             raise CabFormatError(f"truncated before section {expected.name}")
-        tag = data[pos]
-        if tag != expected:
+        found = data[pos]
+        if found != expected:
             raise CabFormatError(
-                f"section tag 0x{tag:02x} at byte {pos}; expected {expected.name} (0x{expected:02x})"
+                f"section tag 0x{found:02x} at byte {pos}; expected {expected.name} "
+                f"(0x{expected:02x})"
             )
         length = int.from_bytes(data[pos + 1 : pos + 5], "big")
         pos += 5
@@ -327,12 +345,17 @@ def decode_bundle(data: bytes) -> Bundle:
         raise CabFormatError(f"inclusion proof of {len(proof)} hashes (at most {MAX_PROOF_HASHES})")
     leaf_index = int.from_bytes(inclusion[:8], "big")
     tree_size = int.from_bytes(inclusion[8:16], "big")
-    if leaf_index > _U64_MAX or tree_size > _U64_MAX:
-        raise CabFormatError("leaf index or tree size out of range")
+    if leaf_index > _LEAF_INDEX_MAX:
+        raise CabFormatError(
+            f"leaf index {leaf_index} does not fit an Avro int (at most {_LEAF_INDEX_MAX})"
+        )
+    if tree_size > _U64_MAX:
+        raise CabFormatError(f"tree size {tree_size} is above 2^63 - 1")
     try:
-        parse_note(s[Section.SEAL_NOTE])
+        _, note_lines = parse_note(s[Section.SEAL_NOTE])
     except NoteFormatError as exc:
         raise CabFormatError(f"seal note: {exc}") from exc
+    _canonical_lines("seal note", note_lines)
     parse_registration(s[Section.REGISTRATION])
     return Bundle(
         event_bytes=s[Section.EVENT],

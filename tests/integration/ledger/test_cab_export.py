@@ -7,20 +7,29 @@ plus the control topic's registration), then checked with no broker.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cachet.cli.cab import CabExportError, export_bundle
 from cachet.cli.main import main
-from cachet.crypto.seal import PrivateKeySet
+from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.ledger.anchor import anchor_to_json
 from cachet.ledger.cab import CabCheck, anchor_fingerprint, verify_bundle
-from cachet.ledger.cab_format import decode_bundle
+from cachet.ledger.cab_format import decode_bundle, encode_bundle
 from cachet.topics import Topic
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 
 pytestmark = pytest.mark.integration
 
 N = 8  # events, sealed in batches of 4 -> 2 seals
+
+
+@pytest.fixture(scope="module")
+def anchor() -> PrivateKeySet:
+    """Overrides the shared "anchor-root" anchor (which the `ledger` fixture
+    uses): a bundle's anchor id must be its fingerprint, as `keys init` makes."""
+    return PrivateKeySet.generate()
 
 
 def _produce(ledger: Ledger, keys: PrivateKeySet, identity: str = "svc") -> list:
@@ -61,6 +70,16 @@ def test_exported_bundle_verifies_offline(ledger: Ledger, producer_keys: Private
         data, pinned_anchor=None, pinned_fingerprint=anchor_fingerprint(ledger.anchor.public())
     ).ok
     assert not verify_bundle(data, pinned_anchor=None).ok
+    # Pinned by fingerprint, the anchor's id line is bound too: relabelling fails.
+    genuine = decode_bundle(data)
+    relabel = KeySet("anchor-root", dict(genuine.anchor.public_keys))
+    relabelled = encode_bundle(replace(genuine, anchor=relabel))
+    fp = verify_bundle(
+        relabelled,
+        pinned_anchor=None,
+        pinned_fingerprint=anchor_fingerprint(ledger.anchor.public()),
+    )
+    assert {c.check for c in fp.failures} == {CabCheck.ANCHOR_PINNED}
 
 
 def test_unknown_event_is_an_export_error(ledger: Ledger, producer_keys: PrivateKeySet) -> None:
@@ -121,3 +140,30 @@ def test_cli_export_then_verify(
     out.write_bytes(bytes(data))
     assert main(["cab", "verify", str(out), "--anchor-file", str(anchor_file)]) == 1
     assert "NOT VERIFIED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("topic", [Topic.CONTROL, Topic.SEALS], ids=lambda t: t.value)
+def test_export_from_control_or_seals_is_a_clear_error(
+    ledger: Ledger, producer_keys: PrivateKeySet, topic: Topic, tmp_path, monkeypatch, capsys
+) -> None:
+    """The verifying consumer reads control and seals itself: naming one as a
+    data topic assigned its partitions twice, and librdkafka raised an
+    uncaught KafkaException ("Failed to set assignment")."""
+    events = _produce(ledger, producer_keys)
+    with pytest.raises(CabExportError, match=f"topic {topic.value}"):
+        _export(ledger, events[0].event_id, data_topics=[topic], timeout_s=3.0)
+    # The command says so and exits 2, with no traceback.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CACHET_CONFIG", raising=False)
+    monkeypatch.delenv("CACHET_BOOTSTRAP_SERVERS", raising=False)
+    (tmp_path / "cachet.toml").write_text(
+        f'[kafka]\nbootstrap_servers = "{ledger.servers}"\n'
+        f'topic_prefix = "{ledger.names.prefix}"\npartitions = {PARTITIONS}\n'
+    )
+    anchor_file = tmp_path / "anchor.json"
+    anchor_file.write_text(anchor_to_json(ledger.anchor.public()))
+    out = tmp_path / "e.cab"
+    argv = ["cab", "export", "--event-id", events[0].event_id, "--out", str(out)]
+    assert main([*argv, "--anchor-file", str(anchor_file), "--topic", topic.value]) == 2
+    assert f"topic {topic.value}" in capsys.readouterr().err
+    assert not out.exists()

@@ -137,3 +137,20 @@ def test_load_kek(tmp_path: Path) -> None:
         load_kek(kek_file, KEK.hex())
     with pytest.raises(KeystoreError, match="no KEK"):
         load_kek(None, None)
+
+
+@pytest.mark.tamper
+def test_ciphertext_is_bound_to_its_keystore_id(tmp_path: Path, store: Keystore) -> None:
+    """Two keystores under one KEK: A's nonce and ciphertext pasted into B's
+    file (B's id and B's valid KEK check kept) must not open. Only the AAD
+    (which frames the keystore id) tells the two apart."""
+    other = Keystore.create(tmp_path / "other.json", KEK)
+    other.set_identifier_secret(b"o" * 32)
+    a = json.loads(store.path.read_bytes())
+    b = json.loads(other.path.read_bytes())
+    assert a["keystore_id"] != b["keystore_id"]
+    Keystore.open(other.path, KEK)  # B as written opens
+    b["nonce"], b["ciphertext"] = a["nonce"], a["ciphertext"]
+    other.path.write_text(json.dumps(b))
+    with pytest.raises(KeystoreError, match="failed authentication"):
+        Keystore.open(other.path, KEK)

@@ -20,6 +20,7 @@ from cachet.crypto.seal import (
     leaf_topics_digest,
     note_bytes,
     parse_note,
+    require_canonical_lines,
     seal_hash,
     sign_header,
     verify_header,
@@ -321,3 +322,31 @@ def test_leaf_topics_digest_is_signed(producer_keys) -> None:
         h2, sign_header(h2, producer_keys), LEAVES, keys, ALL, leaf_topics=TOPICS[:-1]
     )
     assert v.failures == (SealFailure.TOPICS_MISMATCH,)  # one topic per leaf
+
+
+@pytest.mark.tamper
+@pytest.mark.parametrize("scheme", ALL, ids=lambda s: s.value)
+def test_batch_without_one_required_line_is_refused(sealed, producer_keys, scheme) -> None:
+    """The whole batch verdict, not only the status map: a seal whose other
+    lines all verify is still refused when one required scheme has no line."""
+    header, sigs = sealed
+    fewer = tuple(s for s in sigs if s.algorithm != scheme.value)
+    assert len(fewer) == len(sigs) - 1
+    verdict = verify_seal_batch(header, fewer, LEAVES, producer_keys.public(), ALL)
+    assert not verdict.ok
+    assert verdict.failures == (SealFailure.MISSING_SIGNATURE,)
+    assert verdict.statuses[scheme] is SchemeStatus.MISSING
+    assert all(st is SchemeStatus.VALID for s, st in verdict.statuses.items() if s is not scheme)
+
+
+def test_canonical_lines_are_known_unique_and_in_scheme_order(sealed) -> None:
+    _, sigs = sealed
+    require_canonical_lines("note", sigs)  # what sign_header writes
+    require_canonical_lines("note", sigs[1:])  # a subset, still in order
+    with pytest.raises(NoteFormatError, match="out of scheme order"):
+        require_canonical_lines("note", (sigs[1], sigs[0], sigs[2]))
+    with pytest.raises(NoteFormatError, match="duplicate or out of scheme order"):
+        require_canonical_lines("note", (sigs[0], sigs[0], *sigs[1:]))
+    future = SignatureLine("ml-dsa-87", "00" * 16, b"x")
+    with pytest.raises(NoteFormatError, match="unknown algorithm 'ml-dsa-87'"):
+        require_canonical_lines("note", (*sigs, future))

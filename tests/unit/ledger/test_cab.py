@@ -6,6 +6,8 @@ bundles of their own, but holds neither the anchor's nor the producer's keys.
 from __future__ import annotations
 
 import random
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
@@ -102,8 +104,11 @@ def _sealed_event(
     *,
     producer_id: str = PRODUCER_ID,
     seq_of_leaf: int | None = None,
+    mutate_leaf: Callable[[bytes], bytes] | None = None,
 ) -> Applied:
-    """A real batch of N_LEAVES events, sealed and signed; leaf LEAF applied."""
+    """A real batch of N_LEAVES events, sealed and signed; leaf LEAF applied.
+    ``mutate_leaf`` rewrites leaf LEAF's bytes *before* sealing (a producer
+    that seals bytes the codec would not write)."""
     events: list[Event] = []
     raws: list[bytes] = []
     for i in range(N_LEAVES):
@@ -118,7 +123,8 @@ def _sealed_event(
             seal_ref=SealRef(SEAL_SEQ, i),
         )
         events.append(e)
-        raws.append(codec.encode(e))
+        raw = codec.encode(e)
+        raws.append(mutate_leaf(raw) if (i == LEAF and mutate_leaf) else raw)
     leaves = [leaf_hash(r) for r in raws]
     header = SealHeader(
         producer_id=producer_id,
@@ -450,6 +456,191 @@ def test_build_refuses_a_registration_the_anchor_did_not_sign(
     lines = sign_statement(made.statement, rogue_anchor)
     with pytest.raises(CabError, match="registration-signed-by-anchor"):
         build_bundle(made.applied, made.statement, lines, made.anchor)
+
+
+# --- the rules of docs/cab-format.md, one test each ------------------------------
+# Each test fails if the one check that enforces its rule is removed.
+
+
+def test_anchor_key_set_id_must_be_its_fingerprint(
+    made: Made, codec: EventCodec, producer: PrivateKeySet
+) -> None:
+    """Pinned by fingerprint, the id line of section 0x07 is covered by nothing
+    else: it must be the fingerprint, or it could be rewritten freely."""
+    fp = anchor_fingerprint(made.anchor)
+    genuine = decode_bundle(made.data)
+    relabelled = replace(genuine, anchor=KeySet("anchor-root", dict(made.anchor.public_keys)))
+    report = _verify(encode_bundle(relabelled), None, codec, pinned_fingerprint=fp)
+    assert _failed(report) == {CabCheck.ANCHOR_PINNED}
+    assert "is not its fingerprint" in report.checks[1].detail
+    # A consistent bundle under an anchor with a chosen label fails the same way,
+    # even pinned by that very key set.
+    labelled = PrivateKeySet.generate("anchor-root")
+    other = _make(codec, labelled, producer)
+    report = _verify(other.data, labelled.public(), codec)
+    assert _failed(report) == {CabCheck.ANCHOR_PINNED}
+
+
+def test_producer_key_set_id_must_be_its_fingerprint(
+    codec: EventCodec, anchor: PrivateKeySet
+) -> None:
+    labelled = PrivateKeySet.generate("ks-chosen-label")
+    made = _make(codec, anchor, labelled)
+    report = _verify(made.data, anchor.public(), codec)
+    assert _failed(report) == {CabCheck.REGISTRATION_MATCHES}
+    assert "not the id derived from its keys" in next(
+        c.detail for c in report.failures if c.check is CabCheck.REGISTRATION_MATCHES
+    )
+    with pytest.raises(CabError, match="registration-matches-seal"):
+        build_bundle(made.applied, made.statement, made.anchor_lines, made.anchor)
+
+
+def _note_lines(genuine: Bundle) -> tuple[SealHeader, tuple[SignatureLine, ...]]:
+    from cachet.crypto.seal import parse_note
+
+    return parse_note(genuine.seal_note)
+
+
+def test_signature_lines_must_be_in_scheme_order(made: Made, codec: EventCodec) -> None:
+    genuine = decode_bundle(made.data)
+    header, sigs = _note_lines(genuine)
+    for reordered in ((sigs[1], sigs[0], sigs[2]), tuple(reversed(sigs))):
+        note = note_bytes(header, reordered)
+        _refused(
+            encode_bundle(replace(genuine, seal_note=note)), codec, made.anchor, "scheme order"
+        )
+    lines = genuine.registration_signatures
+    swapped = (lines[0], lines[2], lines[1])
+    _refused(
+        encode_bundle(replace(genuine, registration_signatures=swapped)),
+        codec,
+        made.anchor,
+        "scheme order",
+    )
+    # Building puts lines into the one order (the log's order carries no meaning).
+    rebuilt = build_bundle(made.applied, made.statement, swapped, made.anchor)
+    assert rebuilt == made.data
+
+
+def test_signature_lines_of_unknown_algorithms_are_refused(made: Made, codec: EventCodec) -> None:
+    genuine = decode_bundle(made.data)
+    header, sigs = _note_lines(genuine)
+    future = SignatureLine("ml-dsa-87", "00" * 16, b"not checked by anyone")
+    note = note_bytes(header, (*sigs, future))
+    _refused(
+        encode_bundle(replace(genuine, seal_note=note)), codec, made.anchor, "unknown algorithm"
+    )
+    extra = (*genuine.registration_signatures, future)
+    _refused(
+        encode_bundle(replace(genuine, registration_signatures=extra)),
+        codec,
+        made.anchor,
+        "unknown algorithm",
+    )
+    with pytest.raises(CabError, match="ml-dsa-87"):
+        build_bundle(made.applied, made.statement, extra, made.anchor)
+
+
+def test_decimal_fields_are_below_2_to_the_63(made: Made, codec: EventCodec) -> None:
+    genuine = decode_bundle(made.data)
+    at = f"\nat {SEALED_AT}\n".encode()
+    assert at in genuine.seal_note
+    for value, parses in ((2**63 - 1, True), (2**63, False), (10**19, False), (10**20, False)):
+        note = genuine.seal_note.replace(at, f"\nat {value}\n".encode())
+        data = encode_bundle(replace(genuine, seal_note=note))
+        if parses:  # in range: parses, and the signatures catch the change
+            assert _failed(_verify(data, made.anchor, codec)) == {CabCheck.SEAL_SIGNED}
+        else:
+            _refused(data, codec, made.anchor, "canonical decimal integer")
+    top = registration_statement(IDENTITY, genuine.producer_key_set, 2**63 - 1)
+    assert parse_registration(top).valid_from_us == 2**63 - 1
+    over = top.replace(b"valid-from 9223372036854775807", b"valid-from 9223372036854775808")
+    with pytest.raises(CabFormatError, match="valid-from is out of range"):
+        parse_registration(over)
+
+
+def test_leaf_index_must_fit_an_avro_int(made: Made, codec: EventCodec) -> None:
+    genuine = decode_bundle(made.data)
+    with pytest.raises(CabError, match="leaf index"):
+        encode_bundle(replace(genuine, leaf_index=2**31))
+    start, end = _section_spans(made.data)[Section.INCLUSION]
+    body = made.data[start + 5 : end]
+
+    def with_leaf_index(index: int) -> bytes:
+        value = index.to_bytes(8, "big") + body[8:]
+        section = bytes([Section.INCLUSION]) + len(value).to_bytes(4, "big") + value
+        return made.data[:start] + section + made.data[end:]
+
+    _refused(with_leaf_index(2**31), codec, made.anchor, "Avro int")
+    _refused(with_leaf_index(2**63 - 1), codec, made.anchor, "Avro int")
+    # The largest Avro int parses (and then fails inclusion in a 5-leaf tree).
+    report = _verify(with_leaf_index(2**31 - 1), made.anchor, codec)
+    assert _outcome(report, CabCheck.PARSE) is CheckOutcome.PASSED
+    assert CabCheck.INCLUSION in _failed(report)
+
+
+def test_envelope_type_must_equal_the_payload_branch(
+    codec: EventCodec, anchor: PrivateKeySet, producer: PrivateKeySet
+) -> None:
+    """A producer that sealed an envelope saying Invalidated around a
+    CacheWritten payload: signatures and inclusion hold, the meaning does not."""
+    written, invalidated = b"\x18CacheWritten", b"\x16Invalidated"  # Avro strings
+    odd = _make(
+        codec, anchor, producer, mutate_leaf=lambda raw: raw.replace(written, invalidated, 1)
+    )
+    assert invalidated in odd.applied.origin.raw
+    report = _verify(odd.data, anchor.public(), codec)
+    assert _failed(report) == {CabCheck.ENVELOPE}
+    assert "envelope type Invalidated but payload is a CacheWritten" in report.failures[0].detail
+
+
+def _crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO written from the Avro specification, bit by bit (no table)."""
+    empty = 0xC15D213AA4D7A795
+    fp = empty
+    for byte in data:
+        fp ^= byte
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+    return fp
+
+
+def test_event_fingerprint_is_crc64_avro_of_the_inlined_canonical_form(
+    made: Made, codec: EventCodec, anchor: PrivateKeySet, producer: PrivateKeySet
+) -> None:
+    import json
+
+    from schemas.loader import SCHEMA_DIR, load_schema_set
+
+    canonical = load_schema_set(SCHEMA_DIR).canonical_form
+    # Parsing Canonical Form: no doc/default/logicalType/namespace, full names,
+    # and each named type defined once, at its first use (later uses: its name).
+    assert canonical.startswith('{"name":"cachet.events.Envelope","type":"record","fields":[')
+    defined: list[str] = []
+    keys: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            keys.update(node)
+            if node.get("type") in ("record", "enum", "fixed"):
+                defined.append(str(node["name"]))
+            for value in node.values():
+                walk(value)
+
+    walk(json.loads(canonical))
+    assert keys <= {"name", "type", "fields", "symbols", "items", "values", "size"}
+    assert len(defined) == len(set(defined)) and all("." in name for name in defined)
+    event = decode_bundle(made.data).event_bytes
+    assert event[:2] == b"\xc3\x01"
+    assert event[2:10] == struct.pack("<Q", _crc64_avro(canonical.encode("utf-8")))
+    # Bytes under any other fingerprint name no known schema: the envelope fails.
+    alien = _make(codec, anchor, producer, mutate_leaf=lambda raw: raw[:2] + bytes(8) + raw[10:])
+    report = _verify(alien.data, anchor.public(), codec)
+    assert _failed(report) == {CabCheck.ENVELOPE}
+    assert "not a known schema set" in report.failures[0].detail
 
 
 # --- the container format --------------------------------------------------------
