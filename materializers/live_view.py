@@ -8,10 +8,27 @@ to are committed in ONE synced WriteBatch, so a crash at any point resumes
 exactly once.
 
 The offset stored for a partition never passes an event that is still
-waiting for its seal: otherwise a crash while waiting would skip it.
+waiting for its seal: otherwise a crash while waiting would skip it. The
+verifier's checkpoint (chain heads, open seals, log-order positions:
+:mod:`cachet.ledger.checkpoint`) and the seals offsets are committed in the
+same WriteBatch, so a restart resumes where the view stood: a genuine record
+re-produced later is refused as a duplicate, and a clean restart re-reads
+no seal and raises no alert.
 
-The view fails closed. It reports itself *catching up* until every
-partition reached its end once, *stale* when no watermark tick arrived
+Events apply in log order per partition (the verifier holds back what is
+behind an event waiting for its seal), so a live view, a restarted one and
+one rebuilt from offset 0 reach the same state hash.
+
+An eager invalidation takes effect on arrival, before its seal verifies
+(a revoke must stop serving at once), but only as far as it can be trusted:
+it hides the versions that existed when it arrived, and only until its
+seal verifies or its unsealed timeout passes. A forged one is undone then
+(and alerted by the verifier); a later genuine version is always served.
+
+The view fails closed. It reports itself *catching up* until the key
+registry read the control log to its end and every data partition applied
+(or refused) everything up to the log end it first observed, events that
+waited for seals included, *stale* when no watermark tick arrived
 within a contract's window (a node cut off from the broker), and in
 *discontinuity* when the log it was built from is gone (a broker restarted
 empty, an offset out of range, offsets below the log start): then it serves
@@ -34,6 +51,7 @@ from confluent_kafka import KafkaError, Producer, TopicPartition
 from cachet.consume import RecordOrigin
 from cachet.crypto.seal import KeySet, SignatureScheme
 from cachet.kafka import producer_settings
+from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.consumer import AlertEmitter, VerifyingConsumer
 from cachet.ledger.verifier import Applied, Rejected
 from cachet.topics import Topic, TopicNames
@@ -54,6 +72,8 @@ _WATERMARK_CHECK_S = 1.0
 # Definitive: the offset this view is at does not exist in the log. (Unknown
 # topic or partition is not: it also happens transiently at startup.)
 _DISCONTINUITY_ERRORS = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
+# The verifier checkpoint's rows live under this meta prefix.
+_CHECKPOINT_PREFIX = "verifier/"
 
 
 def _now_us() -> int:
@@ -72,8 +92,23 @@ def authority_text(authority: Mapping[str, Any]) -> str:
 class _Partition:
     pending: set[int] = field(default_factory=set)
     at_eof: bool = False
+    # The log end first observed (an EOF); caught up once everything below
+    # it was applied or refused, events that waited for seals included.
+    target: int | None = None
     reached_eof_once: bool = False
     last_progress_us: int = 0
+
+    def resolved_below(self, offset: int) -> bool:
+        return not self.pending or min(self.pending) >= offset
+
+
+@dataclass(frozen=True, slots=True)
+class _Provisional:
+    """An eager invalidation read but not yet verified (see the module docstring)."""
+
+    up_to_version: int
+    expires_at_us: int
+    origin: tuple[str, int, int] | None
 
 
 class LiveView:
@@ -107,6 +142,8 @@ class LiveView:
         self._lock = threading.RLock()
         self._batch = store.begin()
         self._dirty = False
+        self._commits = 0  # commits that changed entries (the state hash's cache key)
+        self._state_hash: tuple[int, bytes] | None = None
         self._changed_keys: set[bytes] = set()
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
         self._parts: dict[tuple[str, int], _Partition] = {
@@ -116,13 +153,23 @@ class LiveView:
         }
         self._ticks: dict[int, int] = {}
         self._tick_partitions = count(Topic.INVALIDATIONS)
-        # Eager invalidations seen before their StateTransitioned is applied:
-        # key hash -> highest invalidated version (None = every version).
-        self._invalidated: dict[bytes, int | None] = {}
+        self._unsealed_timeout_us = int(unsealed_timeout_s * 1_000_000)
+        # Verified eager invalidations: key hash -> highest invalidated version,
+        # until the key's StateTransitioned lands (then the state says it).
+        self._invalidated: dict[bytes, int] = {}
+        # Unverified ones, each bounded in what it hides and for how long.
+        self._provisional: dict[bytes, list[_Provisional]] = {}
+        # Key hashes with an event read but not yet applied: a read of one
+        # misses (catching up) rather than serve the version before it.
+        self._pending_keys: dict[bytes, int] = {}
+        self._pending_key_of: dict[tuple[str, int, int], bytes] = {}
         self.discontinuity: str | None = None
         start = store.offsets()
         # What the store holds, kept here so an idle poll reads no RocksDB.
         self._committed: dict[tuple[str, int], int] = dict(start)
+        self._seal_parts = [(names(Topic.SEALS), p) for p in range(count(Topic.SEALS))]
+        self._control_parts = [(names(Topic.CONTROL), p) for p in range(count(Topic.CONTROL))]
+        checkpoint = VerifierCheckpoint.from_rows(store.meta_rows(_CHECKPOINT_PREFIX))
         self.consumer = VerifyingConsumer(
             bootstrap_servers,
             names,
@@ -142,6 +189,7 @@ class LiveView:
             # An offset out of range must surface, never be reset silently:
             # it means the log this view was built from is gone.
             consumer_overrides={"auto.offset.reset": "error"},
+            checkpoint=checkpoint,
             name=name,
         )
         self._watch_stop = threading.Event()
@@ -161,35 +209,54 @@ class LiveView:
         return taken
 
     def _record(self, event: Event, origin: RecordOrigin) -> None:
+        coords = (origin.topic, origin.partition, origin.offset)
         part = self._parts.get((origin.topic, origin.partition))
         if part is not None:
             part.pending.add(origin.offset)
             part.at_eof = False
+        key_hash = event.payload.get("key_hash") if isinstance(event.payload, dict) else None
+        if not isinstance(key_hash, bytes):
+            return
+        with self._lock:
+            self._pending_keys[key_hash] = self._pending_keys.get(key_hash, 0) + 1
+            self._pending_key_of[coords] = key_hash
         if event.type is EventType.INVALIDATED and event.payload.get("mode") == "EAGER":
-            # Fail-safe early: an eager invalidation can only make this node
-            # serve less, so it takes effect on arrival, before its seal is
-            # verified. A forged one can cause misses, never wrong data; one
-            # that is never sealed is still alerted (UnsealedTimeout).
-            key_hash = event.payload["key_hash"]
-            self.note_invalidated(key_hash, event.payload.get("version"))
+            # Takes effect on arrival, before its seal is verified, but bounded:
+            # only versions that exist now, only until the unsealed timeout
+            # (a forged one must not hide the key for good, nor hide a later
+            # genuine version). Undone when the verifier refuses it.
+            self._note_provisional(key_hash, event.payload.get("version"), coords)
             if self._on_change:
                 self._on_change(key_hash)
 
     def _resolved(self, origin: RecordOrigin | None) -> None:
         if origin is None:
             return
+        coords = (origin.topic, origin.partition, origin.offset)
         part = self._parts.get((origin.topic, origin.partition))
         if part is not None:
             part.pending.discard(origin.offset)
+        key_hash = self._pending_key_of.pop(coords, None)
+        if key_hash is not None:
+            left = self._pending_keys.get(key_hash, 1) - 1
+            if left > 0:
+                self._pending_keys[key_hash] = left
+            else:
+                self._pending_keys.pop(key_hash, None)
 
     def _rejected(self, rejected: Rejected) -> None:
-        self._resolved(rejected.origin)
+        with self._lock:
+            self._resolved(rejected.origin)
+            o = rejected.origin
+            if o is not None:
+                self._drop_provisional((o.topic, o.partition, o.offset))
 
     def _apply(self, applied: Applied) -> None:
         event, origin = applied.event, applied.origin
         p = event.payload
         with self._lock:
             self._resolved(origin)
+            self._drop_provisional((origin.topic, origin.partition, origin.offset))
             event_hash = hashlib.sha3_256(origin.raw).digest()
             seal = applied.seal.header
             if event.type is EventType.CACHE_WRITTEN:
@@ -246,10 +313,23 @@ class LiveView:
                     producer_id=seal.producer_id,
                     seal_seq=seal.seal_seq,
                 )
+                if p["to_state"] != "ACTIVE" and (
+                    self._invalidated.get(p["key_hash"], -1) <= p["version"]
+                ):
+                    self._invalidated.pop(p["key_hash"], None)
                 self._changed(p["key_hash"])
             elif event.type is EventType.INVALIDATED:
                 if p["mode"] == "EAGER":
-                    self.note_invalidated(p["key_hash"], p["version"])
+                    current = self._batch.current(p["key_hash"])
+                    limit = p["version"] if p["version"] is not None else -1
+                    if current is not None and p["version"] is None:
+                        limit = current.version
+                    # Only while that version is still active: once its
+                    # transition landed, the state says it (and is durable).
+                    if limit >= 0 and self._state_of(p["key_hash"], limit) is EntryState.ACTIVE:
+                        self._invalidated[p["key_hash"]] = max(
+                            self._invalidated.get(p["key_hash"], -1), limit
+                        )
                 self._changed(p["key_hash"])
             elif event.type is EventType.WATERMARK_TICK and origin.topic == self._names(
                 Topic.INVALIDATIONS
@@ -277,11 +357,21 @@ class LiveView:
     def _commit(self) -> None:
         positions = self._safe_offsets()
         moved = {k: v for k, v in positions.items() if self._committed.get(k, 0) != v}
-        if not self._dirty and not moved:
+        checkpoint = self.consumer.verifier.take_checkpoint()
+        if not self._dirty and not moved and not checkpoint:
             return
         for (topic, partition), offset in moved.items():
             self._batch.set_offset(topic, partition, offset)
+        # Same WriteBatch as the entries and offsets: after a crash at any
+        # point, the checkpoint describes exactly the events the view holds.
+        for name, value in checkpoint.items():
+            if value is None:
+                self._batch.delete_meta(name)
+            else:
+                self._batch.put_meta(name, value)
         self.store.commit(self._batch)
+        if self._dirty:
+            self._commits += 1
         self._committed.update(moved)
         self._batch = self.store.begin()
         self._dirty = False
@@ -292,32 +382,49 @@ class LiveView:
 
     def _safe_offsets(self) -> dict[tuple[str, int], int]:
         """Per partition: the next offset to read after a restart. Never past
-        an event still waiting for its seal."""
-        tps = [TopicPartition(t, p) for (t, p) in self._parts]
+        an event still waiting for its seal, nor a seal not yet judged.
+        Control offsets record how far rejections were alerted (the control
+        log itself is re-read from 0 on every start)."""
+        tps = [TopicPartition(t, p) for (t, p) in (*self._parts, *self._seal_parts)]
+        if self.consumer.registry_caught_up:
+            tps += [TopicPartition(t, p) for (t, p) in self._control_parts]
+        held = self.consumer.verifier.held_seal_offsets()
         out: dict[tuple[str, int], int] = {}
         for tp in self.consumer.consumer.position(tps):
-            part = self._parts[(tp.topic, tp.partition)]
-            if part.pending:
-                out[(tp.topic, tp.partition)] = min(part.pending)
+            key = (tp.topic, tp.partition)
+            part = self._parts.get(key)
+            if part is not None and part.pending:
+                out[key] = min(part.pending)
+            elif key in held:
+                out[key] = held[key]
             elif tp.offset >= 0:
-                out[(tp.topic, tp.partition)] = tp.offset
+                out[key] = tp.offset
         return out
 
     # -- health -----------------------------------------------------------
 
     def _eof(self) -> None:
         now = self._clock_us()
-        for key in list(self.consumer.eof):
+        for key, offset in list(self.consumer.eof.items()):
             part = self._parts.get(key)
             if part is not None and not part.at_eof:
-                part.at_eof = part.reached_eof_once = True
+                part.at_eof = True
                 part.last_progress_us = now
+                if part.target is None:
+                    part.target = offset
         self.consumer.eof.clear()
+        for part in self._parts.values():
+            # Ready means caught up: everything below the log end observed at
+            # start was applied or refused, not merely read.
+            if not part.reached_eof_once and part.target is not None:
+                part.reached_eof_once = part.resolved_below(part.target)
 
     def health(self) -> ViewHealth:
         """What a read needs to know about this view, now."""
         now = self._clock_us()
-        caught_up = all(p.reached_eof_once for p in self._parts.values())
+        caught_up = self.consumer.registry_caught_up and all(
+            p.reached_eof_once for p in self._parts.values()
+        )
         behind = [p.last_progress_us for p in self._parts.values() if not p.at_eof]
         lag_ms = max(0, (now - min(behind)) // 1000) if behind else 0
         tick_age_ms: int | None = None
@@ -331,26 +438,76 @@ class LiveView:
         )
 
     def catching_up(self) -> list[str]:
-        """Partitions that have not reached their end since this view started."""
-        return sorted(
+        """What this view still waits for before it may serve."""
+        waiting = sorted(
             f"{t}[{p}]" for (t, p), part in self._parts.items() if not part.reached_eof_once
         )
+        if not self.consumer.registry_caught_up:
+            waiting.insert(0, "key registry (control log)")
+        return waiting
 
     def note_invalidated(self, key_hash: bytes, version: int | None) -> None:
-        """Versions up to ``version`` (all when None) are invalidated from now on."""
+        """This node invalidated versions up to ``version`` (all when None) of a
+        key: hide them now, until this node's own Invalidated is verified or
+        the unsealed timeout passes (the same bound as any unverified one)."""
+        self._note_provisional(key_hash, version, None)
+
+    def _note_provisional(
+        self, key_hash: bytes, version: int | None, origin: tuple[str, int, int] | None
+    ) -> None:
         with self._lock:
-            prev = self._invalidated.get(key_hash, -1)
-            self._invalidated[key_hash] = (
-                None if version is None or prev is None else max(prev, version)
+            current = self._batch.current(key_hash)
+            if current is None:
+                return  # nothing exists yet, so nothing to hide
+            # Never beyond what exists now: a later genuine version is served.
+            limit = current.version if version is None else min(version, current.version)
+            expires = self._clock_us() + self._unsealed_timeout_us
+            self._provisional.setdefault(key_hash, []).append(
+                _Provisional(limit, expires, origin)
             )
+
+    def _drop_provisional(self, origin: tuple[str, int, int]) -> None:
+        for key_hash, marks in list(self._provisional.items()):
+            kept = [m for m in marks if m.origin != origin]
+            if len(kept) != len(marks):
+                if kept:
+                    self._provisional[key_hash] = kept
+                else:
+                    del self._provisional[key_hash]
+                if self._on_change:
+                    self._on_change(key_hash)
 
     def invalidated(self, key_hash: bytes, version: int) -> bool:
         """An eager invalidation covers this version (before its transition lands)."""
         with self._lock:
-            if key_hash not in self._invalidated:
+            limit = self._invalidated.get(key_hash)
+            if limit is not None and version <= limit:
+                return True
+            marks = self._provisional.get(key_hash)
+            if not marks:
                 return False
-            limit = self._invalidated[key_hash]
-            return limit is None or version <= limit
+            now = self._clock_us()
+            live = [m for m in marks if m.expires_at_us > now]
+            if len(live) != len(marks):
+                if live:
+                    self._provisional[key_hash] = live
+                else:
+                    del self._provisional[key_hash]
+            return any(version <= m.up_to_version for m in live)
+
+    def pending(self, key_hash: bytes) -> bool:
+        """An event for this key was read and is not applied yet (waiting for
+        its seal): its current version may be about to change."""
+        with self._lock:
+            return key_hash in self._pending_keys
+
+    def state_hash(self) -> bytes:
+        """The committed view's state hash (see :meth:`ViewStore.state_hash`),
+        recomputed only after a commit changed the view."""
+        with self._lock:
+            if self._state_hash is None or self._state_hash[0] != self._commits:
+                self._state_hash = (self._commits, self.store.state_hash())
+            return self._state_hash[1]
 
     def current(self, key_hash: bytes) -> ViewEntry | None:
         with self._lock:

@@ -1,11 +1,18 @@
 """The verifying consumer: the seal verifier wired to Kafka.
 
-It reads the key registry's control events and every seal (broadcast:
-``assign()`` over all partitions from the start, because verification needs
-each producer's whole chain) plus the data topics it was asked for, from the
-offsets it was given. Verified events go to ``apply``; every rejection
-becomes an alert event (IntegrityFailure, UnsealedTimeout or
-LogDiscontinuity) and is never applied.
+It reads the key registry's control events (broadcast: ``assign()`` over
+all partitions, always from offset 0: the registry is rebuilt on every
+start), every seal and the data topics it was asked for. Seals and data are
+read from the offsets it was given: a view that stored a verifier
+checkpoint (:mod:`cachet.ledger.checkpoint`) resumes without re-reading
+``seals`` from 0; without one, seals are read from 0. Seals are judged only
+once the control log was read to its end, so no seal is checked against a
+registry that has not yet seen a revocation already in the log.
+
+Verified events go to ``apply``; every rejection becomes an alert event
+(IntegrityFailure, UnsealedTimeout or LogDiscontinuity) and is never
+applied. A rejection of a control record below the control offset given in
+``start_offsets`` was alerted before this start and is not alerted again.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from cachet.consume import ConsumeLoop, DeadLetters, RecordOrigin
 from cachet.crypto.registry import KeyRegistry, RegistrationRejected
 from cachet.crypto.seal import KeySet, SignatureLine, SignatureScheme
 from cachet.kafka import consumer_settings
+from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome, Rejected, SealVerifier
 from cachet.topics import Topic, TopicNames
 from schemas.codec import EventCodec
@@ -110,12 +118,21 @@ class VerifyingConsumer:
         on_error: Callable[[KafkaError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         consumer_overrides: Mapping[str, Any] | None = None,
+        checkpoint: VerifierCheckpoint | None = None,
         name: str = "verifier",
     ) -> None:
         self.registry = KeyRegistry(anchor, required)
         self.verifier = SealVerifier(
-            self.registry, required, {t.value for t in data_topics}, unsealed_timeout_s
+            self.registry,
+            required,
+            {t.value for t in data_topics},
+            unsealed_timeout_s,
+            topic_prefix=names.prefix,
+            registry_ready=False,
         )
+        self.codec = codec
+        if checkpoint is not None:
+            self.verifier.restore(checkpoint, codec.decode, clock())
         self._apply = apply
         self._alert = alert
         self._on_rejected = on_rejected
@@ -123,14 +140,20 @@ class VerifyingConsumer:
         self._clock = clock
         self._names = names
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
-        starts = dict(start_offsets or {})
+        starts = dict(start_offsets or {}) if checkpoint is not None else {}
+        if checkpoint is None:  # no verifier state: seals must be read from 0
+            starts.update(
+                {k: v for k, v in (start_offsets or {}).items() if k[0] != names(Topic.SEALS)}
+            )
+        self._control_alerted = {
+            p: starts.get((names(Topic.CONTROL), p), 0) for p in range(count(Topic.CONTROL))
+        }
+        self._control_eof: set[int] = set()
         assignment = [
-            TopicPartition(names(t), p, 0)
-            for t in (Topic.CONTROL, Topic.SEALS)
-            for p in range(count(t))
+            TopicPartition(names(Topic.CONTROL), p, 0) for p in range(count(Topic.CONTROL))
         ] + [
             TopicPartition(names(t), p, starts.get((names(t), p), 0))
-            for t in data_topics
+            for t in (Topic.SEALS, *data_topics)
             for p in range(count(t))
         ]
         self.consumer = Consumer(consumer_settings(bootstrap_servers, overrides=consumer_overrides))
@@ -178,6 +201,8 @@ class VerifyingConsumer:
                     _lines(p),
                 )
         except (RegistrationRejected, ValueError) as exc:
+            if origin.offset < self._control_alerted.get(origin.partition, 0):
+                return  # judged and alerted before this start
             self._handle(
                 [
                     Rejected(
@@ -205,6 +230,15 @@ class VerifyingConsumer:
 
     def _on_eof(self, topic: str, partition: int, offset: int) -> None:
         self.eof[(topic, partition)] = offset
+        if topic == self._control_topic and not self.verifier.registry_ready:
+            self._control_eof.add(partition)
+            if len(self._control_eof) == len(self._control_alerted):
+                self._handle(self.verifier.on_registry_caught_up(self._clock()))
+
+    @property
+    def registry_caught_up(self) -> bool:
+        """The control log was read to its end once: seals are being judged."""
+        return self.verifier.registry_ready
 
     def _handle(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

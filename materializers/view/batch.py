@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
 from collections.abc import Iterator
 
 from rocksdict import Rdict, WriteBatch
@@ -58,14 +59,14 @@ def decode_current(key: bytes, value: bytes) -> ViewEntry:
     entry = codec.decode_entry(key, value)
     # Defends against a row copied under another key (or a codec bug):
     # the entry must describe the key it is stored under.
-    if codec.current_key(entry.key_hash) != key:
+    if not hmac.compare_digest(codec.current_key(entry.key_hash), key):
         raise ViewCorruptError(key, "entry key_hash does not match its row key")
     return entry
 
 
 def decode_history(key: bytes, value: bytes) -> ViewEntry:
     entry = codec.decode_entry(key, value)
-    if codec.history_key(entry.key_hash, entry.version) != key:
+    if not hmac.compare_digest(codec.history_key(entry.key_hash, entry.version), key):
         raise ViewCorruptError(key, "history entry does not match its row key")
     return entry
 
@@ -280,6 +281,13 @@ class ViewBatch:
         if not isinstance(value, bytes):
             raise TypeError(f"meta value must be bytes, got {type(value).__name__}")
         self._pending[codec.meta_key(name)] = value
+
+    def delete_meta(self, name: str) -> None:
+        """Delete a node metadata row, committed with the changes."""
+        self._check_open()
+        if name == FORMAT_META:
+            raise ValueError(f"meta name {name!r} is reserved for the view format")
+        self._pending[codec.meta_key(name)] = None
 
     def __len__(self) -> int:
         """Number of rows this batch will write or delete."""

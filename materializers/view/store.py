@@ -34,7 +34,8 @@ __all__ = ["STATE_HASH_DOMAIN", "VIEW_FORMAT_VERSION", "ViewStore"]
 
 log = logging.getLogger(__name__)
 
-VIEW_FORMAT_VERSION = 1
+# 2: the verifier checkpoint (cachet.ledger.checkpoint) is stored with the offsets.
+VIEW_FORMAT_VERSION = 2
 STATE_HASH_DOMAIN = b"cachet.view.state.v1\0"
 
 _U32 = struct.Struct(">I")
@@ -125,6 +126,13 @@ class ViewStore:
 
     def get_meta(self, name: str) -> bytes | None:
         return self._db.get(codec.meta_key(name))
+
+    def meta_rows(self, prefix: str) -> dict[str, bytes]:
+        """Committed meta rows whose name starts with ``prefix`` (name -> value)."""
+        start = codec.META_PREFIX + prefix.encode("ascii")
+        return {
+            k[len(codec.META_PREFIX) :].decode("ascii"): v for k, v in scan(self._db, start)
+        }
 
     def state_hash(self) -> bytes:
         """SHA3-256 of the view's state, equal for a live and a rebuilt view.
