@@ -6,19 +6,24 @@ can see exactly what guarantees a producer or consumer was given.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cachet.errors import CachetError
+from cachet.ratelimit import RateLimiter
 from cachet.topics import Topic, TopicNames
 
 __all__ = [
     "MAX_RECORD_BYTES",
     "KafkaSetupError",
+    "LibrdkafkaLog",
     "admin_client",
     "consumer_settings",
     "create_topics",
@@ -36,6 +41,140 @@ MAX_RECORD_BYTES = 4 * 1024 * 1024
 # librdkafka's own log lines go through Python logging (not raw stderr), so
 # processes and tests decide what to show.
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+# Error codes that mean "cannot reach the broker" (error_cb), and the log
+# facility librdkafka uses for each failed connection attempt.
+_UNREACHABLE_CODES = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
+)
+_CONNECT_FAIL_FACILITY = "FAIL"
+# One summary line per window while a broker stays unreachable.
+UNREACHABLE_SUMMARY_S = 30.0
+
+
+class LibrdkafkaLog:
+    """librdkafka's log lines and error callbacks, into Python logging without a flood.
+
+    Without a broker every client retries its connection several times a
+    second and says so at ERROR: a node logged ~22 lines a second, forever.
+    Here the first failed attempt is one clear ERROR ("broker X
+    unreachable: ..."), and while failures go on one WARNING per
+    ``window_s`` counts them. Other warnings and errors are limited to a few
+    per ``window_s`` per facility or error code, with a count of what was
+    held back; fatal errors always pass. One instance serves every client of
+    a process that talks to the same bootstrap servers (:func:`librdkafka_log`).
+
+    It is both the ``logger`` (librdkafka calls ``log(level, fmt, *args)``)
+    and, through :meth:`error`, the ``error_cb`` of the client settings.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        logger: logging.Logger = _LIBRDKAFKA_LOG,
+        *,
+        window_s: float = UNREACHABLE_SUMMARY_S,
+        per_window: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self._log = logger
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._unreachable_since: float | None = None
+        self._window_start = 0.0
+        self._failures = 0
+        self._others: RateLimiter[str, str] = RateLimiter(per_window, window_s, clock)
+
+    # -- the logging.Logger interface librdkafka uses --------------------
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        """One librdkafka log line (``"%s [%s] %s"``: facility, client, text)."""
+        facility = str(args[0]) if args else ""
+        if facility == _CONNECT_FAIL_FACILITY and level >= logging.WARNING:
+            self.unreachable(str(args[-1]) if args else msg)
+            return
+        if level < logging.WARNING:
+            self._log.log(level, msg, *args)
+            return
+        self._limited(f"log:{facility}", level, msg % args if args else msg)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging.Logger's name
+        return self._log.isEnabledFor(level)
+
+    # -- error_cb --------------------------------------------------------
+
+    def error(self, err: KafkaError) -> None:
+        """librdkafka's error callback: client-wide errors, not per record."""
+        if err.fatal():
+            # The client is unusable from here on: never held back.
+            self._log.error("fatal client error (%s): %s", err.name(), err.str())
+        elif err.code() in _UNREACHABLE_CODES:
+            self.unreachable(err.str())
+        else:
+            self._limited(f"error:{err.name()}", logging.ERROR, f"{err.name()}: {err.str()}")
+
+    def unreachable(self, detail: str) -> None:
+        """A failed attempt to reach the broker: one ERROR, then a count per window."""
+        first = due = False
+        count = 0
+        with self._lock:
+            now = self._clock()
+            if self._unreachable_since is None:
+                self._unreachable_since = self._window_start = now
+                first = True
+            else:
+                self._failures += 1
+                due = now - self._window_start >= self._window_s
+                if due:
+                    count, self._failures, self._window_start = self._failures, 0, now
+        if first:
+            self._log.error(
+                "broker %s unreachable: %s (retrying; further failures are counted every %gs)",
+                self.bootstrap_servers,
+                detail,
+                self._window_s,
+            )
+        elif due:
+            self._log.warning(
+                "broker %s still unreachable: %d more failed attempts in the last %gs; last: %s",
+                self.bootstrap_servers,
+                count,
+                self._window_s,
+                detail,
+            )
+
+    def _limited(self, key: str, level: int, text: str) -> None:
+        admitted, closed = self._others.admit(key, text)
+        if closed is not None:
+            self._log.warning(
+                "%d more librdkafka %s lines suppressed in %gs; last: %s",
+                closed.count,
+                key,
+                closed.window_s,
+                closed.last,
+            )
+        if admitted:
+            self._log.log(level, "%s", text)
+
+
+_BRIDGES: dict[str, LibrdkafkaLog] = {}
+_BRIDGES_LOCK = threading.Lock()
+
+
+def librdkafka_log(bootstrap_servers: str) -> LibrdkafkaLog:
+    """The process's one :class:`LibrdkafkaLog` for these bootstrap servers."""
+    with _BRIDGES_LOCK:
+        bridge = _BRIDGES.get(bootstrap_servers)
+        if bridge is None:
+            bridge = _BRIDGES[bootstrap_servers] = LibrdkafkaLog(bootstrap_servers)
+        return bridge
+
+
+def _logging(bootstrap_servers: str) -> dict[str, Any]:
+    bridge = librdkafka_log(bootstrap_servers)
+    return {"logger": bridge, "error_cb": bridge.error}
 
 
 class KafkaSetupError(CachetError):
@@ -55,7 +194,7 @@ def producer_settings(
         # Small batching window: throughput without a visible latency cost.
         "linger.ms": 2,
         "message.max.bytes": MAX_RECORD_BYTES,
-        "logger": _LIBRDKAFKA_LOG,
+        **_logging(bootstrap_servers),
     }
     settings.update(overrides or {})
     settings.update(extra)
@@ -92,7 +231,7 @@ def consumer_settings(
         # rides on it (librdkafka's default is 500 ms, and the embedded broker
         # does not answer a waiting fetch early when data arrives).
         "fetch.wait.max.ms": 25,
-        "logger": _LIBRDKAFKA_LOG,
+        **_logging(bootstrap_servers),
     }
     settings.update(overrides or {})
     settings.update(extra)
@@ -100,7 +239,10 @@ def consumer_settings(
 
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
-    settings: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _LIBRDKAFKA_LOG}
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        **_logging(bootstrap_servers),
+    }
     return AdminClient(settings)
 
 
@@ -138,9 +280,14 @@ def create_topics(
             raise KafkaSetupError(
                 f"cannot create topic {name} on {bootstrap_servers}: {exc}"
             ) from exc
-        except Exception as exc:  # future timeouts: the broker is unreachable
+        except concurrent.futures.TimeoutError as exc:
             raise KafkaSetupError(
-                f"cannot create topic {name} on {bootstrap_servers}: {exc}"
+                f"cannot create topic {name} on {bootstrap_servers}: no answer within "
+                f"{timeout_s:g}s (broker unreachable?)"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - named in the error, never swallowed
+            raise KafkaSetupError(
+                f"cannot create topic {name} on {bootstrap_servers}: {exc or type(exc).__name__}"
             ) from exc
     log.info("topics on %s: %s", bootstrap_servers, outcome)
     return outcome

@@ -22,20 +22,33 @@ __all__ = ["CliContext", "common_options", "emit_json", "fail"]
 DEFAULT_CONFIG = "cachet.toml"
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every subcommand understands."""
+def common_options(*, suppress: bool = False) -> argparse.ArgumentParser:
+    """Options every command understands, before or after the subcommand.
+
+    The top-level parser takes them with real defaults; every subparser
+    with ``suppress=True`` (default ``argparse.SUPPRESS``), so an option
+    not repeated after the subcommand keeps the value given before it
+    rather than being reset by the subparser's default.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--config",
         metavar="PATH",
-        default=None,
+        default=default(None),
         help=f"configuration file (default ./{DEFAULT_CONFIG}, env CACHET_CONFIG)",
     )
     parent.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
-        default=None,
+        default=default(None),
         help="Kafka bootstrap servers (env CACHET_BOOTSTRAP_SERVERS; default from config)",
+    )
+    parent.add_argument(
+        "-v", "--verbose", action="count", default=default(0), help="more logging (-vv: debug)"
     )
     return parent
 

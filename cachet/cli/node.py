@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import threading
 from pathlib import Path
 from types import FrameType
@@ -11,8 +12,11 @@ from types import FrameType
 from cachet.cli.context import CliContext
 from cachet.cli.keys import open_keystore, publish_registration
 from cachet.crypto.keystore import KeystoreError
+from cachet.errors import CachetError
 from producers.cache_node import CacheNode, NodeKeys
-from producers.node_http import NodeHttpServer
+from producers.node_http import HttpFrontError, NodeHttpServer
+
+HTTP_HOST = "127.0.0.1"
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -46,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
     config = ctx.config
     identity = args.node_id or config.node.node_id
+    port = args.http_port if args.http_port is not None else config.node.health_port
+    # Before keys are touched or the node starts consuming: a port we
+    # cannot serve on is a one-line error now, not a traceback later.
+    _check_port(port, "--http-port" if args.http_port is not None else "node.health_port")
     store = open_keystore(ctx, args)
     try:
         store.key_set(identity)
@@ -63,11 +71,30 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    port = args.http_port if args.http_port is not None else config.node.health_port
     with CacheNode(config, ctx.bootstrap_servers, keys, data_dir, node_id=identity) as node:
-        http = NodeHttpServer(node, port).start()
-        print(f"node {identity} http://127.0.0.1:{http.port}", flush=True)
+        http = NodeHttpServer(node, port, HTTP_HOST).start()
+        print(f"node {identity} http://{HTTP_HOST}:{http.port}", flush=True)
         stop.wait()
         http.close()
     print(f"node {identity} stopped", flush=True)
     return 0
+
+
+def _check_port(port: int, source: str) -> None:
+    """Refuse a port out of range or one that cannot be bound (in use, not
+    permitted), naming the port, where it came from and why."""
+    if not 0 <= port <= 65535:
+        raise CachetError(f"{source} {port}: not a TCP port (0-65535)")
+    if port == 0:
+        return  # any free port: nothing to check
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # The server binds with SO_REUSEADDR too: a port in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((HTTP_HOST, port))
+    except OSError as exc:
+        raise HttpFrontError(
+            f"{source} {port}: cannot serve HTTP on {HTTP_HOST}:{port}: {exc.strerror or exc}"
+        ) from exc
+    finally:
+        probe.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from cachet.consume import ConsumeLoop, DeadLetters, RecordOrigin
+from cachet.consume import ConsumeLoop, DeadLetterFailure, DeadLetters, RecordOrigin
 from cachet.crypto.registry import KeyRegistry, RegistrationRejected
 from cachet.crypto.seal import KeySet, SignatureLine, SignatureScheme
 from cachet.kafka import consumer_settings
@@ -164,6 +164,7 @@ class VerifyingConsumer:
         self._control_topic = names(Topic.CONTROL)
         handlers = {t: self._on_registry_event for t in _REGISTRY_EVENTS}
         handlers[EventType.SEAL] = self._on_seal
+        self._name = name
         self.loop = ConsumeLoop(
             self.consumer,
             codec,
@@ -172,6 +173,7 @@ class VerifyingConsumer:
             fallback=self._on_event,
             on_eof=self._on_eof,
             on_error=on_error,
+            on_deadletter=self._deadlettered,
             name=name,
         )
 
@@ -227,6 +229,23 @@ class VerifyingConsumer:
         if self._on_record:
             self._on_record(event, origin)
         self._handle(self.verifier.on_event(event, origin, self._clock()))
+
+    def _deadlettered(self, failure: DeadLetterFailure, origin: RecordOrigin, reason: str) -> None:
+        """A record on a signed topic that could not even be judged is an
+        integrity concern: alert (rate-limited by the loop), never drop."""
+        self._alert(
+            EventType.INTEGRITY_FAILURE,
+            {
+                "status": f"dead_letter.{failure.value}",
+                "producer_id": None,
+                "seal_seq": None,
+                "producer_seq": None,
+                "topic": origin.topic,
+                "partition": origin.partition,
+                "offset": origin.offset,
+                "detail": f"{self._name}: {reason}"[:1000],
+            },
+        )
 
     def _on_eof(self, topic: str, partition: int, offset: int) -> None:
         self.eof[(topic, partition)] = offset

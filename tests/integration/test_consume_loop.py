@@ -10,10 +10,14 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.consume import (
+    DL_HEADER_COMPONENT,
     DL_HEADER_FAILURE,
     DL_HEADER_REASON,
     ConsumeLoop,
+    DeadLetterFailure,
     DeadLetters,
+    RecordOrigin,
+    deadletter_alert_limiter,
     headers_dict,
 )
 from cachet.kafka import consumer_settings, producer_settings
@@ -164,3 +168,84 @@ def test_handler_failure_is_dead_lettered_not_fatal(
     h = headers_dict(letter.headers())
     assert h[DL_HEADER_FAILURE] == b"handler_failed"
     assert b"contract refused" in h[DL_HEADER_REASON]
+
+
+def test_dead_letters_name_their_component_and_alerts_are_rate_limited(
+    bootstrap_servers: str, topics: TopicNames
+) -> None:
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    topic = topics(Topic.INVALIDATIONS)
+    for i in range(5):
+        producer.produce(topic, key=f"bad-{i}".encode(), value=b"garbage %d" % i, partition=0)
+    producer.flush(10)
+
+    now = [1000.0]
+    alerts: list[tuple[DeadLetterFailure, RecordOrigin, str]] = []
+    consumer = _consumer(bootstrap_servers, topics, [Topic.INVALIDATIONS])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        {},
+        name="live-view@node-7",
+        on_deadletter=lambda f, o, r: alerts.append((f, o, r)),
+        alert_limiter=deadletter_alert_limiter(limit=2, window_s=60, clock=lambda: now[0]),
+    )
+    dead = 0
+    deadline = time.monotonic() + 20
+    while dead < 5 and time.monotonic() < deadline:
+        dead += loop.poll(0.3)
+    producer.flush(10)
+    assert dead == 5
+    # Within one window: the first two are alerted one by one, the rest held.
+    assert [o.key for _, o, _ in alerts] == [b"bad-0", b"bad-1"]
+    assert all(f is DeadLetterFailure.UNDECODABLE for f, _, _ in alerts)
+
+    loop.poll(0.1)
+    assert len(alerts) == 2, "the window is still open: nothing more is reported"
+    now[0] += 60
+    loop.poll(0.1)  # no new dead letter: the closed window still reports
+    consumer.close()
+    assert len(alerts) == 3
+    failure, origin, reason = alerts[2]
+    assert failure is DeadLetterFailure.UNDECODABLE and origin.key == b"bad-4"
+    assert reason.startswith("3 more dead letters suppressed by live-view@node-7 in 60s; last: ")
+
+    letters = _dead_letters(bootstrap_servers, topics, 5)
+    assert len(letters) == 5
+    for m in letters:
+        assert headers_dict(m.headers())[DL_HEADER_COMPONENT] == b"live-view@node-7"
+
+
+def test_a_failing_alert_callback_does_not_stop_the_loop(
+    bootstrap_servers: str, topics: TopicNames
+) -> None:
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    topic = topics(Topic.CONTROL)
+    producer.produce(topic, key=b"bad", value=b"not an event", partition=0)
+    e = new_event(
+        EventType.CONTRACT_DEFINED,
+        SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
+        producer_id="p",
+        producer_seq=0,
+    )
+    producer.produce(topic, key=b"good", value=codec.encode(e), partition=0)
+    producer.flush(10)
+
+    def broken_alert(failure, origin, reason) -> None:
+        raise RuntimeError("alerts topic unavailable")
+
+    handled: list[Event] = []
+    consumer = _consumer(bootstrap_servers, topics, [Topic.CONTROL])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        {EventType.CONTRACT_DEFINED: lambda ev, o: handled.append(ev)},
+        on_deadletter=broken_alert,
+    )
+    _poll_until(loop, lambda: len(handled) == 1)
+    consumer.close()
+    assert handled == [e]
