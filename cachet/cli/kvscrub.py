@@ -9,6 +9,11 @@ an anchor or an identifier secret is a clear error, not a fallback: evidence
 nobody can verify, or plaintext tenant ids on the log, would be worse than
 no worker. The ephemeral private keys die with the process; rotation and
 revocation of worker keys are not handled here yet.
+
+Requests: the worker acts only on scrub and erasure requests whose seal
+verifies under keys that anchor registered, sealed by an identity named in
+``[kvscrub] allowed_requesters`` (its own identity may ask for scrubs, not
+erasures). Anything else is refused and alerted on the ``alerts`` topic.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -31,9 +37,16 @@ from cachet.crypto.seal import PrivateKeySet
 from cachet.errors import CachetError
 from cachet.kafka import producer_settings
 from cachet.ledger.registration import publish_control, registration_payload
-from processors.kvscrub.runner import run_worker
 from schemas.codec import EventCodec
 from schemas.events import EventType, now_us
+
+
+def run_worker(*args: Any, **kwargs: Any) -> None:
+    """``processors.kvscrub.runner.run_worker``, imported when a worker runs:
+    torch loads then, not with the CLI (``cachet --help`` works without it)."""
+    from processors.kvscrub.runner import run_worker as _run_worker
+
+    _run_worker(*args, **kwargs)
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -97,13 +110,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"kvscrub worker {worker_id} running; Ctrl-C to stop")
+    allowed = ", ".join(config.kvscrub.allowed_requesters) or "none ([kvscrub] allowed_requesters)"
+    print(f"kvscrub worker {worker_id} running; acts on requests from: {allowed}; Ctrl-C to stop")
     run_worker(
         config,
         ctx.bootstrap_servers,
         ctx.topic_names,
         keys,
         stop,
+        anchor=anchor.public(),
         hasher=hasher,
         worker_id=worker_id,
         device=args.device,

@@ -6,6 +6,7 @@ Same contract as :mod:`cachet.config.build`: read every known key, then
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cachet.config.enums import (
@@ -170,6 +171,21 @@ def build_kvscrub(table: Table) -> KvScrubConfig:
         head_dim=table.int_(("head_dim",), base.head_dim, min=1),
         num_blocks=table.int_(("num_blocks",), base.num_blocks, min=1),
         dtype=table.enum_(("dtype",), KvDtype, base.dtype),
+        allowed_requesters=_identities(table, "allowed_requesters", base.allowed_requesters),
     )
     table.finish()
     return config
+
+
+# A producer identity, as cachet.ledger.identity accepts it (no "@epoch").
+_IDENTITY = r"[A-Za-z0-9._:-]{1,128}"
+
+
+def _identities(table: Table, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    identities = table.str_list((name,), default, non_empty=False)
+    for identity in identities:
+        if re.fullmatch(_IDENTITY, identity) is None:
+            raise table.error(
+                name, f"{identity!r} is not a producer identity (1-128 of letters, digits, ._:-)"
+            )
+    return identities

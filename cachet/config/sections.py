@@ -292,3 +292,7 @@ class KvScrubConfig:
     head_dim: int = 64
     num_blocks: int = 1024
     dtype: KvDtype = KvDtype.FLOAT16
+    # Producer identities whose sealed KvScrubRequested / ErasureRequested a
+    # worker acts on. Wiping is loss of service: empty = nobody's (a worker
+    # still acts on its own request ends and its own identity's requests).
+    allowed_requesters: tuple[str, ...] = ()

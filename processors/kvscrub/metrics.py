@@ -87,6 +87,13 @@ class ScrubMetrics:
             "Scrub requests waiting in the worker.",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            "cachet_kvscrub_requests_refused",
+            "Requests the worker did not act on: the verifier's status, or why a "
+            "verified one was refused (e.g. unauthorized_requester).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.pool_blocks = Gauge(
             "cachet_kvscrub_pool_blocks",
             "KV blocks per lifecycle state.",
@@ -105,6 +112,10 @@ class ScrubMetrics:
         self.coverage.labels(device).set(report.coverage)
         if report.quarantined:
             self.quarantined.labels(device).inc(len(report.quarantined))
+
+    def refused(self, reason: str) -> None:
+        """Count one request not acted on, by ``reason`` (a bounded set of statuses)."""
+        self.requests_refused.labels(reason).inc()
 
     def set_queue_depth(self, depth: int) -> None:
         """Set the number of scrub requests waiting."""

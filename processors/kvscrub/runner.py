@@ -1,10 +1,11 @@
 """Process wiring of a KV-cache scrub worker: the device, pool and scrubber
-``[kvscrub]`` describes, the broadcast consumer, the sealing producer, the
-metrics server, and the poll/drain/tick loop that runs a
+``[kvscrub]`` describes, the verified request intake, the sealing producer,
+the metrics server, and the poll/drain/tick loop that runs a
 :class:`~processors.kvscrub.worker.KvScrubWorker` until stopped.
 
 What the worker *does* with a request lives in :mod:`processors.kvscrub.worker`;
-this module only builds and runs it.
+which requests may reach it, in :mod:`processors.kvscrub.intake`; this module
+only builds and runs them.
 """
 
 from __future__ import annotations
@@ -12,20 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from cachet.config import CachetConfig
-from cachet.consume import ConsumeLoop, DeadLetters
 from cachet.crypto.identifiers import IdentifierHasher
-from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka import consumer_settings, producer_settings
-from cachet.topics import Topic, TopicNames
+from cachet.crypto.seal import KeySet, PrivateKeySet
+from cachet.kafka import producer_settings
+from cachet.topics import TopicNames
 from processors.kvscrub.errors import WorkerSetupError
+from processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
 from processors.kvscrub.pool import BlockPool, PoolShape
 from processors.kvscrub.scrub import Scrubber, ScrubMethod, ScrubSettings
 from processors.kvscrub.worker import KvScrubWorker
@@ -37,7 +37,6 @@ __all__ = [
     "build_scrubber",
     "resolve_device",
     "run_worker",
-    "scrub_consumer",
     "serve",
 ]
 
@@ -85,45 +84,9 @@ def build_scrubber(config: CachetConfig, pool: BlockPool, sample_key: bytes = b"
     return Scrubber(pool, settings)
 
 
-def scrub_consumer(
-    bootstrap_servers: str,
-    names: TopicNames,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    group_id: str = "cachet-kvscrub",
-    from_beginning: bool = False,
-    timeout_s: float = 10.0,
-) -> Consumer:
-    """A consumer assigned to every partition of ``kvscrub`` and ``erasure``.
-
-    Broadcast by ``assign()``: no group, so every worker sees every request.
-    By default it starts at each partition's current end, resolved NOW (not
-    lazily), so a request produced after this returns is never skipped; the
-    pool is process memory, so nothing before this process can name its blocks.
-    """
-    consumer = Consumer(consumer_settings(bootstrap_servers, group_id, overrides))
-    assignment: list[TopicPartition] = []
-    for topic in (Topic.KVSCRUB, Topic.ERASURE):
-        name = names(topic)
-        meta = consumer.list_topics(name, timeout=timeout_s).topics.get(name)
-        if meta is None or meta.error is not None or not meta.partitions:
-            consumer.close()
-            raise WorkerSetupError(f"topic {name} is missing on {bootstrap_servers}")
-        for p in sorted(meta.partitions):
-            if from_beginning:
-                offset = OFFSET_BEGINNING
-            else:
-                _, offset = consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=timeout_s
-                )
-            assignment.append(TopicPartition(name, p, offset))
-    consumer.assign(assignment)
-    return consumer
-
-
 def serve(
     worker: KvScrubWorker,
-    loop: ConsumeLoop,
+    intake: ScrubIntake,
     stop: threading.Event,
     *,
     tick_interval_s: float = 1.0,
@@ -133,7 +96,7 @@ def serve(
     """Poll, drain, and run the policy tick every ``tick_interval_s`` until ``stop``."""
     next_tick = clock()
     while not stop.is_set():
-        loop.poll(poll_timeout_s)
+        intake.poll(poll_timeout_s)
         worker.drain()
         if clock() >= next_tick:
             worker.tick()
@@ -147,6 +110,7 @@ def run_worker(
     keys: PrivateKeySet,
     stop: threading.Event,
     *,
+    anchor: KeySet,
     hasher: IdentifierHasher,
     worker_id: str | None = None,
     identity: str | None = None,
@@ -161,11 +125,17 @@ def run_worker(
 
     ``keys`` must already be registered under ``identity`` (default: the
     worker id, default ``config.node.node_id``) for its evidence to verify.
-    ``device`` overrides ``[kvscrub] device``. Metrics are served on
-    ``config.node.metrics_port`` when non-zero. ``on_ready`` is called once
-    the consumer is assigned and before the first poll.
+    ``anchor`` is the pinned trust anchor that signs key registrations: only
+    requests sealed under keys it registered, by an identity named in
+    ``[kvscrub] allowed_requesters``, make the worker act
+    (:mod:`processors.kvscrub.intake`). ``device`` overrides ``[kvscrub]
+    device``. Metrics are served on ``config.node.metrics_port`` when
+    non-zero. ``on_ready`` is called once the intake is assigned and before
+    the first poll. ``from_beginning`` acts on every request in the log,
+    not only those produced after start (tests and drills only).
     """
     worker_id = worker_id or config.node.node_id
+    identity = identity or worker_id
     registry = registry if registry is not None else CollectorRegistry()
     pool = build_pool(config, resolve_device(device or config.kvscrub.device.value))
     scrubber = build_scrubber(config, pool, sample_key)
@@ -175,52 +145,63 @@ def run_worker(
         Producer(producer_settings(bootstrap_servers, kafka.producer_overrides)),
         codec,
         names,
-        identity or worker_id,
+        identity,
         keys,
         SealingSettings(
             batch_max_events=config.attestation.seal_batch_max_events,
             batch_max_ms=config.attestation.seal_batch_max_ms,
         ),
     )
-    deadletters = DeadLetters(
-        Producer(producer_settings(bootstrap_servers, kafka.producer_overrides)),
-        names(Topic.DEADLETTER),
-    )
+    deadletter_producer = Producer(producer_settings(bootstrap_servers, kafka.producer_overrides))
+    allowed = config.kvscrub.allowed_requesters
+    if not allowed:
+        logger.warning(
+            "kvscrub worker %s: [kvscrub] allowed_requesters is empty; it will act on no "
+            "erasure and on no scrub request but its own identity's",
+            worker_id,
+        )
     server = None
-    consumer: Consumer | None = None
+    intake: ScrubIntake | None = None
     try:
         worker = KvScrubWorker(pool, scrubber, sealing, worker_id, registry=registry, hasher=hasher)
-        consumer = scrub_consumer(
+        partitions, act_from = request_log_layout(
             bootstrap_servers,
             names,
-            overrides=kafka.consumer_overrides,
-            group_id=f"cachet-kvscrub-{worker_id}",
             from_beginning=from_beginning,
+            overrides=kafka.consumer_overrides,
         )
-        loop = ConsumeLoop(
-            consumer,
-            codec,
-            deadletters,
-            worker.handlers(),
-            registry=registry,
+        intake = ScrubIntake(
+            worker,
+            bootstrap_servers=bootstrap_servers,
+            names=names,
+            anchor=anchor,
+            required=config.attestation.schemes,
+            authority=RequestAuthority.of(allowed, own=identity),
+            deadletter_producer=deadletter_producer,
+            partitions=partitions,
+            act_from=act_from,
+            unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
+            codec=codec,
+            consumer_overrides=kafka.consumer_overrides,
             name=f"kvscrub-{worker_id}",
         )
         if config.node.metrics_port:
             server, _ = start_http_server(config.node.metrics_port, registry=registry)
         logger.info(
-            "kvscrub worker %s on %s: %d blocks of %d bytes",
+            "kvscrub worker %s on %s: %d blocks of %d bytes; requests from %s",
             worker_id,
             pool.device,
             pool.shape.num_blocks,
             pool.shape.block_bytes,
+            sorted(allowed) or "nobody else",
         )
         if on_ready is not None:
             on_ready(worker)
-        serve(worker, loop, stop, tick_interval_s=tick_interval_s)
+        serve(worker, intake, stop, tick_interval_s=tick_interval_s)
     finally:
         if server is not None:
             server.shutdown()
-        if consumer is not None:
-            consumer.close()
-        deadletters.flush()
+        if intake is not None:
+            intake.close()
+        deadletter_producer.flush(10)
         sealing.close()

@@ -1,21 +1,29 @@
-"""The KV-cache scrub worker: scrub requests in from Kafka, forensic events
-out through the signed ledger.
+"""The KV-cache scrub worker: scrub requests in, forensic events out through
+the signed ledger.
 
-A worker owns one :class:`BlockPool` and its :class:`Scrubber`. It reads
-``kvscrub`` and ``erasure`` as broadcast topics (``assign()`` over every
-partition, no group): every worker must see every request, since any of them
-may hold blocks of the tenant or subject named.
+A worker owns one :class:`BlockPool` and its :class:`Scrubber`. Requests
+reach it from two places only:
+
+* in process: :meth:`KvScrubWorker.finish_request` when the inference code
+  that opened a session ends it (the worker's own requests need no log);
+* from the log, through :class:`~processors.kvscrub.intake.ScrubIntake`,
+  which reads ``kvscrub`` and ``erasure`` with the verifying consumer and
+  calls :meth:`~KvScrubWorker.on_scrub_requested` /
+  :meth:`~KvScrubWorker.on_erasure_requested` only for a request whose seal
+  verified, whose sealing identity may ask, and which is not history. Never
+  wire these two methods to a plain consumer: wiping is loss of service, and
+  whoever can write a topic must not be able to choose it.
 
 Flow of one request:
 
-1. a handler (run by :class:`~cachet.consume.ConsumeLoop`) validates the
-   event and turns it into :class:`ScrubJob` values in the worker's queue; a
-   malformed event raises, so the loop dead-letters it and moves on;
+1. a handler validates the request and turns it into :class:`ScrubJob`
+   values in the worker's queue; a malformed request raises
+   :class:`ScrubRequestError` (the intake dead-letters it);
 2. :meth:`KvScrubWorker.drain` runs the queued jobs (release -> one fused
    zeroize -> device-side verify -> free the verified, quarantine the rest);
 3. every scrub emits ``KvScrubCompleted`` and, when blocks were quarantined,
    ``KvBlockQuarantined`` through a :class:`SealingProducer`, so the evidence
-   is covered by signed seals.
+   is covered by signed seals. Alerts go the same way (:meth:`alert`).
 
 No plaintext identifier reaches the log (DESIGN, "Privacy and access"):
 events name a tenant by ``IdentifierHasher.subject(tenant).hex()`` -- the
@@ -32,10 +40,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from cachet.consume import Handler, RecordOrigin
 from cachet.crypto.identifiers import IdentifierHasher
 from processors.kvscrub.errors import KvScrubError, ScrubRequestError
 from processors.kvscrub.metrics import ScrubMetrics
@@ -54,13 +62,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HASH_BYTES = 32
-# Types that share the worker's topics but need no action from it: its own
-# (and its peers') evidence, and the erasure processor's completion.
-_IGNORED: tuple[EventType, ...] = (
-    EventType.KV_SCRUB_COMPLETED,
-    EventType.KV_BLOCK_QUARANTINED,
-    EventType.ERASURE_COMPLETED,
-)
 
 
 class ErasureScope(enum.Enum):
@@ -78,7 +79,7 @@ class ScrubJob:
     tenant: str
     request_id: str | None
     trigger: ScrubTrigger
-    cause: str  # event id of the request, for logs
+    cause: str  # event id of the request (or "local:<request id>"), for logs
 
 
 class KvScrubWorker:
@@ -92,8 +93,9 @@ class KvScrubWorker:
     whose sessions this worker has already ended); it returns the tenant id
     or ``None``.
 
-    Thread safety: :meth:`open_session` may be called from inference threads;
-    handlers, :meth:`drain` and :meth:`tick` run on the worker's loop thread.
+    Thread safety: :meth:`open_session` and :meth:`finish_request` may be
+    called from inference threads; handlers, :meth:`drain` and :meth:`tick`
+    run on the worker's loop thread.
     """
 
     def __init__(
@@ -143,23 +145,36 @@ class KvScrubWorker:
                 self._sessions_of_subject.setdefault(self._hasher.subject(subject), set()).add(key)
         return blocks
 
+    def finish_request(self, tenant: str, request_id: str) -> None:
+        """Queue the scrub of a session the inference code has ended.
+
+        The in-process path of the worker's own request ends: no log record,
+        so nothing anyone else writes can trigger or suppress it. The scrub
+        runs at the next :meth:`drain`; an unknown session scrubs nothing.
+        """
+        self._enqueue(
+            [ScrubJob(tenant, request_id, ScrubTrigger.REQUEST_FINISHED, f"local:{request_id}")]
+        )
+
     def tenant_ref(self, tenant: str) -> str:
         """How events name ``tenant``: hex of its keyed hash, never the id itself."""
         return self._hasher.subject(tenant).hex()
 
-    # ------------------------------------------------------------ handlers
-    def handlers(self) -> dict[EventType, Handler]:
-        """The :class:`ConsumeLoop` handlers of the worker's two topics."""
-        table: dict[EventType, Handler] = {
-            EventType.KV_SCRUB_REQUESTED: self.on_scrub_requested,
-            EventType.ERASURE_REQUESTED: self.on_erasure_requested,
-        }
-        for event_type in _IGNORED:
-            table[event_type] = _ignore
-        return table
+    def alert(self, event_type: EventType, payload: dict[str, Any]) -> None:
+        """Emit an alert as a sealed event; a failure is logged, never raised.
 
-    def on_scrub_requested(self, event: Event, origin: RecordOrigin | None = None) -> None:
-        """Queue the scrub a ``KvScrubRequested`` asks of this worker (if any)."""
+        Alerting must not take the worker down (it is called from inside the
+        verifying consumer's handlers).
+        """
+        try:
+            self._ledger.emit(event_type, payload)
+        except Exception:  # noqa: BLE001 - see above
+            logger.exception("worker %s: alert %s not emitted", self.worker_id, event_type.value)
+
+    # ------------------------------------------------------------ handlers
+    # Called by ScrubIntake for verified, authorized, live requests only.
+    def on_scrub_requested(self, event: Event) -> None:
+        """Queue the scrub a verified ``KvScrubRequested`` asks of this worker (if any)."""
         p = event.payload
         target = p.get("worker_id")
         if target is not None and target != self.worker_id:
@@ -179,8 +194,8 @@ class KvScrubWorker:
             request_id = None
         self._enqueue([ScrubJob(tenant, request_id, trigger, event.event_id)])
 
-    def on_erasure_requested(self, event: Event, origin: RecordOrigin | None = None) -> None:
-        """Queue the scrubs an ``ErasureRequested`` implies for this worker's blocks."""
+    def on_erasure_requested(self, event: Event) -> None:
+        """Queue the scrubs a verified ``ErasureRequested`` implies for this worker's blocks."""
         p = event.payload
         digest = bytes(p["subject_hash"])
         try:
@@ -331,10 +346,6 @@ class KvScrubWorker:
                     self._sessions_of_subject[digest] = keys
                 else:
                     del self._sessions_of_subject[digest]
-
-
-def _ignore(event: Event, origin: RecordOrigin) -> None:
-    logger.debug("ignoring %s on %s", event.type.value, origin.topic)
 
 
 def _trigger(symbol: object) -> ScrubTrigger:

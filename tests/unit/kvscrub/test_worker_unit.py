@@ -150,3 +150,31 @@ def test_tick_enforces_ttl(clock: FakeClock) -> None:
     (report,) = worker.tick()
     assert report.trigger.value == "TTL_EXPIRED" and worker.pool.sessions() == []
     assert ledger.events[0][1]["trigger"] == "TTL_EXPIRED"
+
+
+def test_finish_request_scrubs_in_process(clock: FakeClock) -> None:
+    worker, ledger, _ = make(clock)
+    mine = worker.open_session("acme", "r1", 2)
+    other = worker.open_session("acme", "r2", 2)
+    dirty(worker.pool, mine + other)
+    worker.finish_request("acme", "r1")
+    assert worker.pending == 1
+    (report,) = worker.drain()
+    assert (report.request_id, report.trigger.value) == ("r1", "REQUEST_FINISHED")
+    assert all(block_is_zero(worker.pool, b) for b in mine)
+    assert worker.pool.blocks_of("acme") == other
+    assert [t for t, _, _ in ledger.events] == [EventType.KV_SCRUB_COMPLETED]
+
+
+def test_alert_goes_through_the_ledger_and_never_raises(clock: FakeClock) -> None:
+    worker, ledger, _ = make(clock)
+    worker.alert(EventType.INTEGRITY_FAILURE, {"status": "unauthorized_requester"})
+    assert ledger.events == [
+        (EventType.INTEGRITY_FAILURE, {"status": "unauthorized_requester"}, None)
+    ]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("broker gone")
+
+    ledger.emit = broken  # type: ignore[method-assign]
+    worker.alert(EventType.INTEGRITY_FAILURE, {"status": "x"})  # logged, not raised
