@@ -7,15 +7,24 @@ SignatureSummary and the fingerprint. Any failed check is a miss with the
 exact reason (a :class:`~cachet.verdict.MissReason` callers can match on),
 and contract violations are ContractViolation events. Every read is a
 CacheRead event.
+
+Writes are durable when they return: ``put``, ``put_many``, ``revoke`` and
+``confirm_freshness`` return only after the broker acknowledged their events
+(acks=all). ``put_async`` is the one exception, and says so: it returns a
+:class:`PendingPut` that is durable once ``acknowledged()`` returns. Bad
+arguments raise :class:`InvalidArgument` naming the argument, before
+anything is emitted (a rejected call costs no sequence number).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cachet.config import ContractConfig
 from cachet.config.enums import Role
@@ -34,9 +43,21 @@ from materializers.live_view import FRESHNESS_CONFIRMED
 from materializers.view import EntryState, ViewEntry
 from producers.cache_node import CacheNode
 from producers.fingerprint import Computation, fingerprint
+from producers.sealing import Delivery, EmitRejected, NotAcknowledged, RecordTooLarge
 from schemas.events import EventType
 
-__all__ = ["CacheClient", "CacheError", "CacheResponse", "PutReceipt"]
+__all__ = [
+    "CacheClient",
+    "CacheError",
+    "CacheResponse",
+    "InvalidArgument",
+    "PendingPut",
+    "PutReceipt",
+    "UnknownContract",
+    "ValueTooLarge",
+    "WriteNotAcknowledged",
+    "WriteRejected",
+]
 
 AAD_VERSION = 1
 # Reads that missed because the entry broke its contract (not merely absent).
@@ -53,16 +74,96 @@ _VIOLATIONS = frozenset(
 )
 
 
+# Room a CacheWritten record needs beside the value, the cache key, the
+# namespace and the contract name: envelope (magic, fingerprint, event id,
+# producer id, sequences, seal ref), hashes, nonce, GCM tag, key framing,
+# classification, record key. Generous: the producer checks the exact size.
+_RECORD_RESERVE = 2048
+_MAX_LONG = 2**63 - 1
+
+
 class CacheError(CachetError):
     """A cache call that cannot be made (unknown contract, wrong role)."""
 
 
+class InvalidArgument(CacheError, ValueError):
+    """An argument of a cache call is wrong; ``argument`` names it. Nothing
+    was emitted. (Also a ValueError: it is the caller's input that is bad.)"""
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument}: {problem}")
+        self.argument = argument
+
+
+class UnknownContract(InvalidArgument):
+    """The call names a contract this node does not know."""
+
+
+class ValueTooLarge(InvalidArgument):
+    """The value does not fit in one record of the producer's max message size."""
+
+    def __init__(self, size: int, limit: int, max_message_bytes: int) -> None:
+        super().__init__(
+            "value",
+            f"{size} bytes, over the limit of {limit} bytes for this key, namespace and "
+            f"contract (the producer's max message size is {max_message_bytes} bytes)",
+        )
+        self.size = size
+        self.limit = limit
+
+
+class WriteRejected(CacheError):
+    """The producer refused the write before it reached the broker; nothing
+    was written and no sequence number was taken."""
+
+
+class WriteNotAcknowledged(CacheError):
+    """The write was produced but the broker did not acknowledge it: it is
+    not durable (a timeout: it may still be written; a delivery failure:
+    it is not in the ledger). Retrying writes a new version."""
+
+
 @dataclass(frozen=True, slots=True)
 class PutReceipt:
+    """What a put wrote. ``partition`` and ``offset`` are where the broker
+    stored the CacheWritten event; they are set once it acknowledged it."""
+
     key_hash: bytes
     fingerprint: bytes
     version: int
     event_id: str
+    partition: int | None = None
+    offset: int | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.offset is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPut:
+    """A put emitted but not yet acknowledged by the broker (from
+    :meth:`CacheClient.put_async`): a crash of this process before
+    :meth:`acknowledged` returns can lose it."""
+
+    receipt: PutReceipt
+    deliveries: tuple[Delivery, ...]
+
+    def acknowledged(self, timeout_s: float = 10.0) -> PutReceipt:
+        """Wait for the broker's acknowledgement (acks=all) of every event of
+        the put; returns the receipt with where the write is stored. Raises
+        :class:`WriteNotAcknowledged`."""
+        deadline = time.monotonic() + timeout_s
+        acks = []
+        try:
+            for d in self.deliveries:
+                acks.append(d.wait(max(0.0, deadline - time.monotonic())))
+        except NotAcknowledged as exc:
+            raise WriteNotAcknowledged(
+                f"version {self.receipt.version} (event {self.receipt.event_id}) "
+                f"is not durable: {exc}"
+            ) from exc
+        return dataclasses.replace(self.receipt, partition=acks[0].partition, offset=acks[0].offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +199,24 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _check_text(argument: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(argument, f"must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(argument, "must not be empty")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(argument, f"is not valid Unicode text: {exc}") from None
+    return value
+
+
+def _check_timeout(timeout_s: object) -> float:
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+        raise InvalidArgument("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
+    return float(timeout_s)
+
+
 class CacheClient:
     """The cache as one role (and one tenant or subject scope) sees it."""
 
@@ -116,12 +235,16 @@ class CacheClient:
 
     # -- helpers ------------------------------------------------------------
 
-    def _contract(self, name: str) -> ContractConfig:
+    def _contract(self, name: object) -> ContractConfig:
+        if not isinstance(name, str):
+            raise InvalidArgument("contract", f"must be a str, got {type(name).__name__}")
         try:
             return self._node.contracts[name]
         except KeyError:
             known = ", ".join(sorted(self._node.contracts)) or "none configured"
-            raise CacheError(f"unknown contract {name!r} (known: {known})") from None
+            raise UnknownContract(
+                "contract", f"unknown contract {name!r} (known: {known})"
+            ) from None
 
     def _require_owner(self, action: str) -> None:
         if self.role is not Role.OWNER:
@@ -132,6 +255,13 @@ class CacheClient:
     ) -> bytes:
         c = computation or Computation(input=key, computation=contract.computation_type)
         return fingerprint(c, contract.fingerprint_fields or None)
+
+    def _acknowledged(self, what: str, deliveries: Iterable[Delivery], timeout_s: float) -> None:
+        try:
+            for d in deliveries:
+                d.wait(timeout_s)
+        except NotAcknowledged as exc:
+            raise WriteNotAcknowledged(f"{what} is not durable: {exc}") from exc
 
     # -- writes ---------------------------------------------------------------
 
@@ -148,9 +278,129 @@ class CacheClient:
         timeout_s: float = 10.0,
     ) -> PutReceipt:
         """Write a new version; the previous Active version becomes Superseded.
-        ``wait`` returns only once this node's view serves the new version."""
+
+        Returns only once the broker acknowledged the write (acks=all): a
+        returned receipt is durable and names the partition and offset.
+        ``wait`` also waits until this node's view serves the new version.
+        Bad arguments raise :class:`InvalidArgument` (naming the argument)
+        before anything is emitted; a refused write raises
+        :class:`WriteRejected`, an unacknowledged one
+        :class:`WriteNotAcknowledged`.
+        """
+        deadline = time.monotonic() + _check_timeout(timeout_s)
+        pending = self.put_async(
+            key,
+            value,
+            contract=contract,
+            namespace=namespace,
+            computation=computation,
+            ttl_ms=ttl_ms,
+        )
+        receipt = pending.acknowledged(timeout_s)
+        if wait:
+            self._wait_visible(receipt, max(0.0, deadline - time.monotonic()), timeout_s)
+        return receipt
+
+    def put_async(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        contract: str,
+        namespace: str = "default",
+        computation: Computation | None = None,
+        ttl_ms: int | None = None,
+    ) -> PendingPut:
+        """Emit a write and return before the broker acknowledged it: NOT
+        durable until :meth:`PendingPut.acknowledged` returns (a crash in
+        between loses it). For callers that pipeline many writes; arguments
+        are validated exactly as in :meth:`put`."""
         self._require_owner("write")
+        c = self._check_put(key, value, contract, namespace, computation, ttl_ms)
+        return self._emit_put(key, bytes(value), c, namespace, computation, ttl_ms)
+
+    def put_many(
+        self,
+        items: Iterable[tuple[str, bytes]],
+        *,
+        contract: str,
+        namespace: str = "default",
+        ttl_ms: int | None = None,
+        wait: bool = False,
+        timeout_s: float = 10.0,
+    ) -> list[PutReceipt]:
+        """Write several keys; every item is validated before any is emitted,
+        and the call returns once the broker acknowledged every write (one
+        wait for all: the acknowledgements overlap). ``wait``: and this
+        node's view serves them all."""
+        self._require_owner("write")
+        deadline = time.monotonic() + _check_timeout(timeout_s)
         c = self._contract(contract)
+        batch = list(items)
+        seen: set[str] = set()
+        for i, item in enumerate(batch):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise InvalidArgument(f"items[{i}]", "must be a (key, value) pair")
+            self._check_put(item[0], item[1], contract, namespace, None, ttl_ms, f"items[{i}].")
+            if item[0] in seen:
+                # Both would be written as the same version of one key.
+                raise InvalidArgument(f"items[{i}].key", f"{item[0]!r} appears twice")
+            seen.add(item[0])
+        pending = [self._emit_put(k, bytes(v), c, namespace, None, ttl_ms) for k, v in batch]
+        receipts = [p.acknowledged(max(0.0, deadline - time.monotonic())) for p in pending]
+        for r in receipts if wait else ():
+            self._wait_visible(r, max(0.0, deadline - time.monotonic()), timeout_s)
+        return receipts
+
+    def _check_put(
+        self,
+        key: object,
+        value: object,
+        contract: object,
+        namespace: object,
+        computation: object,
+        ttl_ms: object,
+        where: str = "",
+    ) -> ContractConfig:
+        """Every argument of a write, checked before anything is emitted (a
+        bad argument found later would cost a sequence number or a ledger
+        entry for nothing)."""
+        key = _check_text(where + "key", key)
+        namespace = _check_text("namespace", namespace)
+        if not isinstance(value, bytes | bytearray):
+            raise InvalidArgument(where + "value", f"must be bytes, got {type(value).__name__}")
+        if ttl_ms is not None and (type(ttl_ms) is not int or not 0 <= ttl_ms <= _MAX_LONG):
+            raise InvalidArgument(
+                "ttl_ms",
+                f"must be None or an int of milliseconds >= 0, got {type(ttl_ms).__name__} "
+                f"{repr(ttl_ms)[:80]}",
+            )
+        if computation is not None and not isinstance(computation, Computation):
+            raise InvalidArgument(
+                "computation", f"must be a Computation, got {type(computation).__name__}"
+            )
+        c = self._contract(contract)
+        max_message = self._node.producer.max_message_bytes
+        overhead = (
+            _RECORD_RESERVE
+            + len(key.encode())
+            + 2 * len(namespace.encode())  # in the payload and in the data key id
+            + len(c.name.encode())
+        )
+        limit = max_message - overhead
+        if len(value) > limit:
+            raise ValueTooLarge(len(value), max(0, limit), max_message)
+        return c
+
+    def _emit_put(
+        self,
+        key: str,
+        value: bytes,
+        c: ContractConfig,
+        namespace: str,
+        computation: Computation | None,
+        ttl_ms: int | None,
+    ) -> PendingPut:
         node = self._node
         key_hash = node.hasher.key(namespace, key)
         fp = self._fingerprint(key, c, computation)
@@ -160,51 +410,55 @@ class CacheClient:
         nonce, ciphertext = seal_value(
             data_key, _frame(key, value), associated_data(key_hash, fp, version)
         )
-        event = node.producer.emit(
-            EventType.CACHE_WRITTEN,
-            {
-                "key_hash": key_hash,
-                "namespace": namespace,
-                "contract": contract,
-                "fingerprint": fp,
-                "version": version,
-                "value": {
-                    "ciphertext": ciphertext,
-                    "nonce": nonce,
-                    "data_key_id": data_key.key_id,
-                    "commitment": value_commitment(node.keys.commitment_key, value),
-                    "aad_version": AAD_VERSION,
-                },
-                "subject_hash": self._scope_hash,
-                "classification": c.classification.value if c.classification else "unclassified",
-                "ttl_ms": ttl_ms,
-                "prev_event_hash": current.event_hash if current else None,
+        payload: dict[str, Any] = {
+            "key_hash": key_hash,
+            "namespace": namespace,
+            "contract": c.name,
+            "fingerprint": fp,
+            "version": version,
+            "value": {
+                "ciphertext": ciphertext,
+                "nonce": nonce,
+                "data_key_id": data_key.key_id,
+                "commitment": value_commitment(node.keys.commitment_key, value),
+                "aad_version": AAD_VERSION,
             },
-            key=key_hash,
-        )
+            "subject_hash": self._scope_hash,
+            "classification": c.classification.value if c.classification else "unclassified",
+            "ttl_ms": ttl_ms,
+            "prev_event_hash": current.event_hash if current else None,
+        }
+        try:
+            written = node.producer.emit_with_receipt(
+                EventType.CACHE_WRITTEN, payload, key=key_hash
+            )
+        except RecordTooLarge as exc:
+            # Our reserve was too small for this record: the producer's exact
+            # check refused it, and nothing was taken.
+            value_limit = max(0, exc.limit - (exc.size - len(value)))
+            raise ValueTooLarge(len(value), value_limit, exc.limit) from exc
+        except EmitRejected as exc:
+            raise WriteRejected(f"write of version {version} not made: {exc}") from exc
+        deliveries = [written]
         if current is not None and current.state is EntryState.ACTIVE:
-            self._transition(current, EntryState.SUPERSEDED, f"superseded by version {version}")
-        receipt = PutReceipt(key_hash, fp, version, event.event_id)
-        if wait:
-            self._wait_visible(receipt, timeout_s)
-        return receipt
+            try:
+                deliveries.append(
+                    self._transition(
+                        current, EntryState.SUPERSEDED, f"superseded by version {version}"
+                    )
+                )
+            except EmitRejected as exc:
+                raise WriteRejected(
+                    f"version {version} emitted (event {written.event.event_id}) but the "
+                    f"supersede of version {current.version} was refused: {exc}"
+                ) from exc
+        return PendingPut(
+            PutReceipt(key_hash, fp, version, written.event.event_id), tuple(deliveries)
+        )
 
-    def put_many(
-        self,
-        items: Iterable[tuple[str, bytes]],
-        *,
-        contract: str,
-        namespace: str = "default",
-        wait: bool = False,
-    ) -> list[PutReceipt]:
-        receipts = [self.put(k, v, contract=contract, namespace=namespace) for k, v in items]
-        for r in receipts if wait else ():
-            self._wait_visible(r, 10.0)
-        return receipts
-
-    def _transition(self, entry: ViewEntry, to: EntryState, reason: str) -> None:
+    def _transition(self, entry: ViewEntry, to: EntryState, reason: str) -> Delivery:
         node = self._node
-        node.producer.emit(
+        return node.producer.emit_with_receipt(
             EventType.STATE_TRANSITIONED,
             {
                 "key_hash": entry.key_hash,
@@ -223,56 +477,87 @@ class CacheClient:
             key=entry.key_hash,
         )
 
-    def revoke(self, key: str, *, namespace: str = "default", reason: str = "revoked") -> bool:
+    def revoke(
+        self,
+        key: str,
+        *,
+        namespace: str = "default",
+        reason: str = "revoked",
+        timeout_s: float = 10.0,
+    ) -> bool:
         """Revoke the current version everywhere: a StateTransitioned for the
-        record and an eager Invalidated on the broadcast topic for every L1."""
+        record and an eager Invalidated on the broadcast topic for every L1.
+        Returns True once the broker acknowledged both (this node stops
+        serving the version at once)."""
         self._require_owner("revoke")
+        _check_text("key", key)
+        _check_text("namespace", namespace)
+        _check_text("reason", reason)
+        _check_timeout(timeout_s)
         node = self._node
         key_hash = node.hasher.key(namespace, key)
         current = node.view.current(key_hash)
         if current is None or current.state is not EntryState.ACTIVE:
             return False
-        node.producer.emit(
-            EventType.INVALIDATED,
-            {
-                "key_hash": key_hash,
-                "namespace": namespace,
-                "mode": "EAGER",
-                "version": current.version,
-                "authority": {
-                    "kind": "KEY",
-                    "key_id": node.keys.signing.key_set_id,
-                    "role": self.role.value,
+        try:
+            invalidated = node.producer.emit_with_receipt(
+                EventType.INVALIDATED,
+                {
+                    "key_hash": key_hash,
+                    "namespace": namespace,
+                    "mode": "EAGER",
+                    "version": current.version,
+                    "authority": {
+                        "kind": "KEY",
+                        "key_id": node.keys.signing.key_set_id,
+                        "role": self.role.value,
+                    },
+                    "reason": reason,
                 },
-                "reason": reason,
-            },
-            key=key_hash,
-        )
-        self._transition(current, EntryState.REVOKED, reason)
+                key=key_hash,
+            )
+            transitioned = self._transition(current, EntryState.REVOKED, reason)
+        except EmitRejected as exc:
+            raise WriteRejected(f"revocation of version {current.version}: {exc}") from exc
         # This node revoked it: it need not wait for its own seal to stop serving.
         node.view.note_invalidated(key_hash, current.version)
         node._evict(key_hash)
+        self._acknowledged(
+            f"revocation of version {current.version}", (invalidated, transitioned), timeout_s
+        )
         return True
 
-    def confirm_freshness(self, key: str, *, namespace: str = "default") -> bool:
-        """The source confirms the current value is still right (contractual mode)."""
+    def confirm_freshness(
+        self, key: str, *, namespace: str = "default", timeout_s: float = 10.0
+    ) -> bool:
+        """The source confirms the current value is still right (contractual
+        mode). Returns True once the broker acknowledged the confirmation."""
         self._require_owner("confirm freshness")
+        _check_text("key", key)
+        _check_text("namespace", namespace)
+        _check_timeout(timeout_s)
         current = self._node.view.current(self._node.hasher.key(namespace, key))
         if current is None or current.state is not EntryState.ACTIVE:
             return False
-        self._transition(current, EntryState.ACTIVE, FRESHNESS_CONFIRMED)
+        try:
+            confirmed = self._transition(current, EntryState.ACTIVE, FRESHNESS_CONFIRMED)
+        except EmitRejected as exc:
+            raise WriteRejected(f"confirmation of version {current.version}: {exc}") from exc
+        self._acknowledged(f"confirmation of version {current.version}", (confirmed,), timeout_s)
         return True
 
-    def _wait_visible(self, receipt: PutReceipt, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def _wait_visible(self, receipt: PutReceipt, left_s: float, timeout_s: float) -> None:
+        deadline = time.monotonic() + left_s
+        while True:
             e = self._node.view.current(receipt.key_hash)
             if e is not None and e.version >= receipt.version:
                 return
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.005)
         raise CacheError(
-            f"version {receipt.version} not visible within {timeout_s}s "
-            "(is the broker reachable and are seals verifying?)"
+            f"version {receipt.version} (acknowledged, durable) not visible in this node's "
+            f"view within {timeout_s}s (are seals verifying? see the node's /health)"
         )
 
     # -- reads ----------------------------------------------------------------
@@ -303,6 +588,14 @@ class CacheClient:
             now_us=now,
         )
         value, detail = None, verdict.detail
+        if verdict.hit and node.view.pending(key_hash):
+            # A newer event for this key was read and waits for its seal:
+            # serving the version before it would serve what is being replaced.
+            verdict = self._miss(
+                verdict,
+                MissReason.VIEW_CATCHING_UP,
+                "an event for this key is waiting for its seal",
+            )
         if verdict.hit and entry is not None and node.view.invalidated(key_hash, entry.version):
             verdict = self._miss(verdict, MissReason.REVOKED, "eagerly invalidated")
         if verdict.hit and entry is not None:

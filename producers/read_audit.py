@@ -8,7 +8,12 @@ i.e. about ``audit.loss_window_ms`` of reads (the emitter acknowledges at
 least every ``flush_interval_ms``).
 
 ``sync``: the read's CacheRead event is acknowledged by the broker before the
-value is returned to the caller.
+value is returned to the caller (only that event is waited for, not every
+event the producer has in flight); a read whose audit record is not
+acknowledged raises instead of serving.
+
+Nothing is dropped silently: a CacheRead the async emitter could not emit
+is counted, logged, and reported by :meth:`ReadAudit.problems`.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import time
 from typing import Any
 
 from cachet.config.enums import AuditMode
-from producers.sealing import SealingProducer
+from producers.sealing import SealingError, SealingProducer
 from schemas.events import EventType
 
 __all__ = ["ReadAudit"]
 
 log = logging.getLogger(__name__)
+
+# How long a sync-audited read waits for its CacheRead's acknowledgement.
+_SYNC_ACK_TIMEOUT_S = 10.0
 
 
 class ReadAudit:
@@ -44,6 +52,9 @@ class ReadAudit:
         self._queue: queue.Queue[tuple[bytes, dict[str, Any]] | None] = queue.Queue(max_pending)
         self._flush_s = flush_interval_ms / 1000
         self.emitted = 0
+        # CacheRead events the async emitter failed to emit, and the last reason.
+        self.failed = 0
+        self._last_failure = ""
         self._thread: threading.Thread | None = None
         if mode is AuditMode.ASYNC:
             self._thread = threading.Thread(
@@ -52,9 +63,12 @@ class ReadAudit:
             self._thread.start()
 
     def record(self, key_hash: bytes, payload: dict[str, Any]) -> None:
+        """Audit one read. ``sync``: returns once the broker acknowledged its
+        CacheRead (raises :class:`SealingError` otherwise); ``async``: queues
+        it (blocks while the queue is full)."""
         if self.mode is AuditMode.SYNC:
-            self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)
-            self._producer.acknowledge()
+            delivery = self._producer.emit_with_receipt(EventType.CACHE_READ, payload, key=key_hash)
+            delivery.wait(_SYNC_ACK_TIMEOUT_S)
             self.emitted += 1
             return
         self._queue.put((key_hash, payload))  # blocks when full: bounded loss window
@@ -73,7 +87,13 @@ class ReadAudit:
                 try:
                     self._producer.emit(EventType.CACHE_READ, payload, key=key_hash)
                     self.emitted += 1
-                except Exception:  # noqa: BLE001 - keep auditing; the failure is logged
+                except SealingError as exc:  # keep auditing; counted, logged, reported
+                    self.failed += 1
+                    self._last_failure = str(exc)
+                    log.error("read audit: CacheRead not emitted: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - the emitter thread must not die
+                    self.failed += 1
+                    self._last_failure = f"{type(exc).__name__}: {exc}"
                     log.exception("read audit: CacheRead not emitted")
             if time.monotonic() - last_ack >= self._flush_s:
                 try:
@@ -85,6 +105,12 @@ class ReadAudit:
     @property
     def pending(self) -> int:
         return self._queue.qsize()
+
+    def problems(self) -> tuple[str, ...]:
+        """For a node's /health: reads whose CacheRead was not emitted."""
+        if not self.failed:
+            return ()
+        return (f"{self.failed} read audit record(s) not emitted (last: {self._last_failure})",)
 
     def close(self) -> None:
         if self._thread is not None:

@@ -14,10 +14,22 @@ Invariants:
 * Seals of one producer id form a hash chain (``prev_seal_hash``) with dense
   sequence numbers, so a verifier detects dropped, replayed or reordered
   seals. Each process run is a new epoch with its own chain.
+* A rejected call never consumes a sequence or seal number. ``emit``
+  validates, encodes and size-checks the event *before* it takes a producer
+  sequence or a leaf of the open batch; a synchronous refusal by the client
+  (queue full, record too large) gives both back under the same lock. A
+  rejected call leaves sequence, batch and chain exactly as they were.
+* Success means durable: :meth:`SealingProducer.emit_with_receipt` returns a
+  :class:`Delivery` whose :meth:`Delivery.wait` returns only once the broker
+  acknowledged the event (the client runs with ``acks=all``). An event the
+  broker refuses after it was produced (an asynchronous delivery failure)
+  breaks the chain: its batch is never sealed and the producer starts a new
+  epoch, which :meth:`SealingProducer.health` reports.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import queue
 import threading
@@ -37,12 +49,30 @@ from cachet.crypto.seal import (
     sign_header,
 )
 from cachet.errors import CachetError
+from cachet.kafka import MAX_RECORD_BYTES
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id
 from cachet.topics import TOPIC_OF_EVENT, Topic, TopicNames
-from schemas.codec import EventCodec
+from schemas.codec import EncodeError, EventCodec
 from schemas.events import Event, EventType, SealRef, new_event, uuid7
 
-__all__ = ["SealingProducer", "SealingSettings", "SealingError", "SealRecord"]
+__all__ = [
+    "AcknowledgementTimeout",
+    "Acknowledged",
+    "Delivery",
+    "EmitRejected",
+    "EpochRestart",
+    "EventNotDelivered",
+    "InvalidEvent",
+    "NotAcknowledged",
+    "ProducerHealth",
+    "ProducerPosition",
+    "ProducerQueueFull",
+    "RecordTooLarge",
+    "SealRecord",
+    "SealingError",
+    "SealingProducer",
+    "SealingSettings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +89,74 @@ class _DeliveryFailed(SealingError):
     """Events of a batch were not acknowledged: the batch cannot be sealed."""
 
 
+class EmitRejected(SealingError):
+    """The event was refused before it reached the broker. Nothing changed:
+    no producer sequence, seal slot or leaf index was taken."""
+
+
+class InvalidEvent(EmitRejected):
+    """The event does not encode (a payload field of the wrong type, a
+    missing or unknown field, a key or header of the wrong type)."""
+
+
+class RecordTooLarge(EmitRejected):
+    """The encoded record is larger than the producer's max message size."""
+
+    def __init__(self, event_type: EventType, size: int, limit: int, detail: str = "") -> None:
+        super().__init__(
+            f"{event_type.value} record is {size} bytes, over the producer's limit of "
+            f"{limit} bytes (message.max.bytes)" + (f": {detail}" if detail else "")
+        )
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+
+
+class ProducerQueueFull(EmitRejected):
+    """The client's local queue is full (the broker is slow or away)."""
+
+
+class NotAcknowledged(SealingError):
+    """An emitted event was not acknowledged by the broker."""
+
+    def __init__(self, message: str, event: Event) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+class EventNotDelivered(NotAcknowledged):
+    """The broker (or the client, e.g. on purge) refused the event after it
+    was produced. Its batch is never sealed: it is not in the ledger."""
+
+
+class AcknowledgementTimeout(NotAcknowledged):
+    """No answer from the broker in time. The event may still be written."""
+
+
+# librdkafka adds at most this much to key + value + headers when it checks a
+# record against message.max.bytes (record-batch v2 framing); overestimated,
+# so what we let through the client accepts.
+_RECORD_OVERHEAD = 64
+_HEADER_OVERHEAD = 10
+_MAX_RESTARTS_KEPT = 16
+
+
 @dataclass(frozen=True, slots=True)
 class SealingSettings:
+    """Batching, limits and health thresholds of one sealing producer.
+
+    ``max_message_bytes`` must not exceed the client's ``message.max.bytes``
+    (default: :data:`cachet.kafka.MAX_RECORD_BYTES`, what
+    :func:`cachet.kafka.producer_settings` configures). ``ack_warn_ms``: an
+    event unacknowledged for longer is a health problem. ``restart_report_ms``:
+    how long an epoch restart stays a health problem.
+    """
+
     batch_max_events: int = 256
     batch_max_ms: int = 50
+    max_message_bytes: int = MAX_RECORD_BYTES
+    ack_warn_ms: int = 5_000
+    restart_report_ms: int = 300_000
 
 
 @dataclass(slots=True)
@@ -76,6 +170,139 @@ class _Batch:
     acked: int = 0
     failed: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """Where the broker stored an acknowledged event."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Delivery:
+    """The broker's answer for one emitted event, once it arrives.
+
+    Thread-safe; :meth:`wait` serves the client's delivery callbacks itself,
+    so it needs no other thread polling the producer.
+    """
+
+    __slots__ = ("event", "topic", "_poll", "_done", "_acked", "_error")
+
+    def __init__(self, event: Event, topic: str, poll: Callable[[float], object]) -> None:
+        self.event = event
+        self.topic = topic
+        self._poll = poll
+        # Set once, under the producer's lock, by the delivery callback;
+        # wait() polls the client, so it needs no threading.Event (cheaper
+        # on the hot path).
+        self._done = False
+        self._acked: Acknowledged | None = None
+        self._error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def acknowledged(self) -> Acknowledged | None:
+        """Where the event is stored, once acknowledged; None before (or on failure)."""
+        return self._acked
+
+    def _settle(self, acked: Acknowledged | None, error: str | None) -> None:
+        # Caller holds the producer's lock; the first answer wins (a purge
+        # after an acknowledgement does not turn it into a failure).
+        if not self._done:
+            self._acked, self._error = acked, error
+            self._done = True
+
+    def wait(self, timeout_s: float = 10.0) -> Acknowledged:
+        """Returns once the broker acknowledged the event (``acks=all``).
+
+        Raises :class:`EventNotDelivered` when it refused it,
+        :class:`AcknowledgementTimeout` when no answer came in ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AcknowledgementTimeout(
+                    f"{self.event.type.value} {self.event.event_id} (seq "
+                    f"{self.event.producer_seq} of {self.event.producer_id}) not acknowledged "
+                    f"within {timeout_s}s; it may still be written",
+                    self.event,
+                )
+            self._poll(min(remaining, 0.01))
+        if self._acked is None:
+            raise EventNotDelivered(
+                f"{self.event.type.value} {self.event.event_id} (seq "
+                f"{self.event.producer_seq} of {self.event.producer_id}) not delivered: "
+                f"{self._error}",
+                self.event,
+            )
+        return self._acked
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerPosition:
+    """What the next emitted event will get (for tests and diagnostics)."""
+
+    producer_id: str
+    next_seq: int
+    next_seal_seq: int
+    open_batch_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRestart:
+    """One restart of the producer's chain under a new epoch."""
+
+    at_us: int
+    old_producer_id: str
+    new_producer_id: str
+    reason: str
+    # Events of the old epoch no produced seal covers: verifiers report them
+    # as UnsealedTimeout and never apply them.
+    unsealed_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerHealth:
+    """The producer's state for a node's /health: ``problems`` is empty when well."""
+
+    producer_id: str
+    failed: str | None
+    closed: bool
+    unacknowledged: int
+    oldest_unacknowledged_s: float | None
+    epoch_restarts: int
+    recent_restarts: tuple[EpochRestart, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(slots=True)
+class _Pending:
+    epoch: str
+    since: float
+    delivery: Delivery
+
+
+def _iso(at_us: int) -> str:
+    return datetime.datetime.fromtimestamp(at_us / 1e6, datetime.UTC).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def _wire_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    size = _RECORD_OVERHEAD + len(key or b"") + len(value)
+    for name, data in headers:
+        size += _HEADER_OVERHEAD + len(name.encode()) + len(data or b"")
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +351,14 @@ class SealingProducer:
         self._pending_seals = 0
         self._error: BaseException | None = None
         self._closing = False
+        # Events produced and not yet answered by the broker, oldest first
+        # (dicts keep insertion order): for Delivery.wait and for health.
+        self._unacked: dict[int, _Pending] = {}
+        self._emitted = 0
+        # First producer seq of this epoch no produced seal covers yet.
+        self._sealed_through = 0
+        self._restarts: list[EpochRestart] = []
+        self._restart_count = 0
         self._signer = threading.Thread(target=self._sign_loop, name="cachet-signer", daemon=True)
         self._ticker = threading.Thread(
             target=self._tick_loop, name="cachet-seal-window", daemon=True
@@ -144,63 +379,173 @@ class SealingProducer:
         occurred_at_us: int | None = None,
         partition: int | None = None,
     ) -> Event:
-        """Produce one event; it will be covered by this producer's next seal."""
+        """Produce one event; it will be covered by this producer's next seal.
+
+        Returns once the client accepted the event, *before* the broker
+        acknowledged it; use :meth:`emit_with_receipt` to wait for that.
+        Raises :class:`EmitRejected` (nothing changed) for an event that
+        cannot be produced.
+        """
+        return self.emit_with_receipt(
+            event_type,
+            payload,
+            key=key,
+            topic=topic,
+            headers=headers,
+            occurred_at_us=occurred_at_us,
+            partition=partition,
+        ).event
+
+    def emit_with_receipt(
+        self,
+        event_type: EventType,
+        payload: dict[str, Any],
+        *,
+        key: bytes | None = None,
+        topic: Topic | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        occurred_at_us: int | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        """Like :meth:`emit`; the returned :class:`Delivery` tells (and
+        :meth:`Delivery.wait` waits for) the broker's acknowledgement.
+
+        Validation, encoding and the size check run before a producer
+        sequence or a leaf of the open batch is taken: a rejected call
+        (:class:`InvalidEvent`, :class:`RecordTooLarge`,
+        :class:`ProducerQueueFull`, :class:`EmitRejected`) changes nothing.
+        """
         if event_type is EventType.SEAL:
-            raise SealingError("Seal events are produced by the signer, not emitted")
+            raise InvalidEvent("Seal events are produced by the signer, not emitted")
+        if key is not None and not isinstance(key, bytes):
+            raise InvalidEvent(
+                f"{event_type.value}: record key must be bytes, got {type(key).__name__}"
+            )
+        if partition is not None and (type(partition) is not int or partition < 0):
+            raise InvalidEvent(
+                f"{event_type.value}: partition must be an int >= 0, got {partition!r}"
+            )
+        header_list = list(headers or ())
+        for h in header_list:
+            if not (
+                isinstance(h, tuple)
+                and len(h) == 2
+                and isinstance(h[0], str)
+                and isinstance(h[1], bytes)
+            ):
+                raise InvalidEvent(
+                    f"{event_type.value}: a header must be (str, bytes), got {h!r:.100}"
+                )
         topic = topic or TOPIC_OF_EVENT[event_type]
+        topic_name = self._names(topic)
         with self._lock:
             self._raise_if_failed()
+            # The numbers this event will take, if it is accepted. Nothing is
+            # taken yet: the invariant "a rejected call never consumes a
+            # sequence or seal number" (a taken-and-lost seq is a gap every
+            # verifier waits on forever; a lost leaf shifts every later
+            # leaf index of the batch, so their seals would not verify).
             batch = self._open
-            if batch is None:
-                batch = self._open = _Batch(
-                    self.producer_id, self._next_seal, self._next_seq, time.monotonic()
-                )
-                self._next_seal += 1
             seq = self._next_seq
-            self._next_seq += 1
+            seal_seq = batch.seal_seq if batch is not None else self._next_seal
+            first_seq = batch.first_producer_seq if batch is not None else seq
             event = new_event(
                 event_type,
                 payload,
                 producer_id=self.producer_id,
                 producer_seq=seq,
                 occurred_at_us=occurred_at_us if occurred_at_us is not None else self._clock_us(),
-                seal_ref=SealRef(batch.seal_seq, seq - batch.first_producer_seq),
+                seal_ref=SealRef(seal_seq, seq - first_seq),
             )
-            data = self._codec.encode(event)
+            try:
+                data = self._codec.encode(event)
+            except EncodeError as exc:
+                raise InvalidEvent(f"{self.producer_id}: event not emitted: {exc}") from exc
+            size = _wire_size(key, data, header_list)
+            if size > self._settings.max_message_bytes:
+                raise RecordTooLarge(event_type, size, self._settings.max_message_bytes)
+            # Accepted so far: take the numbers. Until produce() returns they
+            # can be given back, under the same lock (nobody saw them).
+            opened = batch is None
+            if batch is None:
+                batch = self._open = _Batch(self.producer_id, seal_seq, seq, time.monotonic())
+                self._next_seal += 1
+            self._next_seq += 1
             batch.leaf_hashes.append(leaf_hash(data))
             batch.leaf_topics.append(topic.value)
-            kwargs: dict[str, Any] = {"key": key, "value": data, "headers": list(headers or ())}
+            delivery = Delivery(event, topic_name, self._poll)
+            token = self._emitted
+            self._emitted += 1
+            self._unacked[token] = _Pending(self.producer_id, time.monotonic(), delivery)
+            kwargs: dict[str, Any] = {"key": key, "value": data, "headers": header_list}
             if partition is not None:
                 kwargs["partition"] = partition
             client = self._producer
             try:
                 client.produce(
-                    self._names(topic), on_delivery=self._delivery_callback(batch), **kwargs
+                    topic_name, on_delivery=self._delivery_callback(batch, token), **kwargs
                 )
-            except KafkaException as exc:
-                # Nothing was produced: take the event back out of the batch.
-                batch.leaf_hashes.pop()
-                batch.leaf_topics.pop()
-                self._next_seq -= 1
-                fatal = bool(exc.args) and exc.args[0].fatal()
+            except (KafkaException, BufferError, TypeError, ValueError) as exc:
+                # Nothing was produced: give the numbers back.
+                self._give_back(batch, opened, token)
+                if isinstance(exc, TypeError | ValueError):
+                    raise InvalidEvent(
+                        f"{self.producer_id}: event not produced, client refused it: {exc}"
+                    ) from exc
+                if isinstance(exc, BufferError):
+                    raise ProducerQueueFull(
+                        f"{self.producer_id}: event not produced, client queue full: {exc}"
+                    ) from exc
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    # Our estimate let it through, the client did not: still refused,
+                    # still nothing taken.
+                    raise RecordTooLarge(
+                        event_type, size, self._settings.max_message_bytes, f"client: {exc}"
+                    ) from exc
+                fatal = isinstance(err, KafkaError) and err.fatal()
                 if self._factory is not None and fatal and client is self._producer:
                     log.error(
                         "%s: fatal client error (%s); starting a new epoch", self.producer_id, exc
                     )
-                    self.new_epoch()
-                raise SealingError(f"{self.producer_id}: event not produced: {exc}") from exc
+                    self.new_epoch(reason=f"fatal client error: {exc}")
+                raise EmitRejected(f"{self.producer_id}: event not produced: {exc}") from exc
             if len(batch.leaf_hashes) >= self._settings.batch_max_events:
                 self._close_open_batch()
         self._producer.poll(0)
-        return event
+        return delivery
 
-    def _delivery_callback(self, batch: _Batch) -> Callable[[KafkaError | None, Message], None]:
+    def _give_back(self, batch: _Batch, opened: bool, token: int) -> None:
+        # Caller holds the lock, and nothing was emitted since the numbers
+        # were taken: the event is the batch's last leaf.
+        batch.leaf_hashes.pop()
+        batch.leaf_topics.pop()
+        self._next_seq -= 1
+        if opened:
+            self._open = None
+            self._next_seal -= 1
+        self._unacked.pop(token, None)
+
+    def _poll(self, timeout_s: float) -> object:
+        return self._producer.poll(timeout_s)
+
+    def _delivery_callback(
+        self, batch: _Batch, token: int
+    ) -> Callable[[KafkaError | None, Message], None]:
         def delivered(err: KafkaError | None, msg: Message) -> None:
             with self._lock:
+                pending = self._unacked.pop(token, None)
                 if err is not None:
                     batch.failed.append(str(err))
+                    if pending is not None:
+                        pending.delivery._settle(None, str(err))
                 else:
                     batch.acked += 1
+                    if pending is not None:
+                        acked = Acknowledged(
+                            msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+                        )
+                        pending.delivery._settle(acked, None)
                 self._lock.notify_all()
 
         return delivered
@@ -256,7 +601,7 @@ class SealingProducer:
                         self._error = exc
                 else:
                     log.error("%s; starting a new epoch", exc)
-                    self.new_epoch()
+                    self.new_epoch(reason=f"delivery failure: {exc}")
             except BaseException as exc:  # noqa: BLE001 - surfaced to callers by _raise_if_failed
                 log.exception("signer failed on seal %d of %s", batch.seal_seq, self.producer_id)
                 with self._lock:
@@ -327,6 +672,7 @@ class SealingProducer:
         with self._lock:
             if batch.epoch == self.producer_id:  # a new epoch restarts the chain
                 self._prev_hash = seal_hash(header, signatures)
+                self._sealed_through = header.first_producer_seq + header.tree_size
         if self._on_seal:
             self._on_seal(SealRecord(seal, len(batch.leaf_hashes), closed_at, time.monotonic()))
 
@@ -338,25 +684,105 @@ class SealingProducer:
         if self._closing:
             raise SealingError(f"sealing producer {self.producer_id} is closed")
 
-    def new_epoch(self) -> str:
+    def new_epoch(self, *, reason: str = "requested") -> str:
         """Start a new chain under a fresh client session (the broker lost or
-        refused the old one). Events not yet sealed stay unsealed."""
+        refused the old one). Events not yet sealed stay unsealed; events
+        not yet acknowledged fail (their :class:`Delivery` says so). The
+        restart is recorded for :meth:`health`."""
         if self._factory is None:
             raise SealingError(f"{self.producer_id}: no producer factory to start a new epoch")
         with self._lock:
             old = self._producer
+            old_id = self.producer_id
+            unsealed = self._next_seq - self._sealed_through
             self._producer = self._factory()
             self.producer_id = epoch_producer_id(self._identity, uuid7().replace("-", "")[:16])
             self._next_seq = 0
             self._next_seal = 0
+            self._sealed_through = 0
             self._prev_hash = GENESIS_SEAL_HASH
             self._error = None
             if self._open is not None:
                 self._open = None  # its events were produced under the old epoch
+            self._restart_count += 1
+            self._restarts.append(
+                EpochRestart(self._clock_us(), old_id, self.producer_id, reason, unsealed)
+            )
+            del self._restarts[:-_MAX_RESTARTS_KEPT]
         old.purge()
         old.poll(0)  # deliver the purge callbacks of the abandoned epoch's events
-        log.warning("sealing producer %s: new epoch %s", self._identity, self.producer_id)
+        with self._lock:
+            # Whatever the old client did not answer will never be answered.
+            for token, pending in list(self._unacked.items()):
+                if pending.epoch == old_id:
+                    del self._unacked[token]
+                    pending.delivery._settle(None, f"epoch {old_id} abandoned ({reason})")
+            self._lock.notify_all()
+        log.warning(
+            "sealing producer %s: new epoch %s (%s); %d event(s) of %s left unsealed",
+            self._identity,
+            self.producer_id,
+            reason,
+            unsealed,
+            old_id,
+        )
         return self.producer_id
+
+    @property
+    def position(self) -> ProducerPosition:
+        """The producer sequence and seal slot the next event will take."""
+        with self._lock:
+            return ProducerPosition(
+                self.producer_id,
+                self._next_seq,
+                self._open.seal_seq if self._open is not None else self._next_seal,
+                len(self._open.leaf_hashes) if self._open is not None else 0,
+            )
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest record (key + value + headers + framing) emit accepts."""
+        return self._settings.max_message_bytes
+
+    def health(self) -> ProducerHealth:
+        """What a node's /health reports about this producer.
+
+        Problems: the signer failed; an event has waited longer than
+        ``ack_warn_ms`` for the broker; the chain restarted under a new
+        epoch within the last ``restart_report_ms``.
+        """
+        with self._lock:
+            now_us = self._clock_us()
+            oldest = next(iter(self._unacked.values()), None)
+            age = time.monotonic() - oldest.since if oldest is not None else None
+            problems: list[str] = []
+            if self._error is not None:
+                problems.append(f"sealing producer {self.producer_id} failed: {self._error}")
+            if age is not None and age * 1000 >= self._settings.ack_warn_ms:
+                problems.append(
+                    f"writes not acknowledged for {age:.1f}s "
+                    f"({len(self._unacked)} event(s) waiting for the broker)"
+                )
+            for r in self._restarts:
+                if now_us - r.at_us <= self._settings.restart_report_ms * 1000:
+                    problems.append(
+                        f"producer epoch restarted at {_iso(r.at_us)} after {r.reason}; "
+                        f"{r.unsealed_events} event(s) of {r.old_producer_id} left unsealed"
+                    )
+            return ProducerHealth(
+                producer_id=self.producer_id,
+                failed=str(self._error) if self._error is not None else None,
+                closed=self._closing,
+                unacknowledged=len(self._unacked),
+                oldest_unacknowledged_s=age,
+                epoch_restarts=self._restart_count,
+                recent_restarts=tuple(self._restarts),
+                problems=tuple(problems),
+            )
+
+    def problems(self) -> tuple[str, ...]:
+        """Shorthand for ``health().problems``: empty when all is well."""
+        return self.health().problems
 
     def acknowledge(self, timeout_s: float = 10.0) -> None:
         """Wait until the broker acknowledged every event emitted so far
