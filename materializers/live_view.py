@@ -462,9 +462,7 @@ class LiveView:
             # Never beyond what exists now: a later genuine version is served.
             limit = current.version if version is None else min(version, current.version)
             expires = self._clock_us() + self._unsealed_timeout_us
-            self._provisional.setdefault(key_hash, []).append(
-                _Provisional(limit, expires, origin)
-            )
+            self._provisional.setdefault(key_hash, []).append(_Provisional(limit, expires, origin))
 
     def _drop_provisional(self, origin: tuple[str, int, int]) -> None:
         for key_hash, marks in list(self._provisional.items()):

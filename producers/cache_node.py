@@ -29,7 +29,7 @@ from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
-from cachet.kafka import producer_settings
+from cachet.kafka import MAX_RECORD_BYTES, producer_settings
 from cachet.topics import Topic
 from materializers.live_view import LiveView
 from materializers.view import ViewEntry
@@ -38,7 +38,7 @@ from producers.sealing import SealingProducer, SealingSettings
 from schemas.codec import EventCodec
 from schemas.events import EventType
 
-__all__ = ["CacheNode", "NodeKeys"]
+__all__ = ["CacheNode", "NodeHealth", "NodeKeys"]
 
 DATA_MASTER_KEY_ID = "cachet:data-master"
 COMMITMENT_KEY_ID = "cachet:commitment"
@@ -111,6 +111,38 @@ class NodeKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """Whether a node may serve, and why not: what ``/health`` reports.
+
+    ``ready`` is True only when nothing is wrong: the view caught up with the
+    log end it observed at start (events waiting for seals included), a
+    watermark tick newer than the tightest contract allows arrived in every
+    partition, no log discontinuity, and the producer gets its writes
+    acknowledged.
+    """
+
+    ready: bool
+    problems: tuple[str, ...]
+    node_id: str
+    caught_up: bool
+    last_tick_age_ms: int | None
+    lag_ms: int
+    state_hash: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ready,
+            "ready": self.ready,
+            "problems": list(self.problems),
+            "node_id": self.node_id,
+            "caught_up": self.caught_up,
+            "last_tick_age_ms": self.last_tick_age_ms,
+            "lag_ms": self.lag_ms,
+            "state_hash": self.state_hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     entry: ViewEntry
     plaintext: bytes
@@ -147,7 +179,12 @@ class CacheNode:
             keys.identity,
             keys.signing,
             SealingSettings(
-                config.attestation.seal_batch_max_events, config.attestation.seal_batch_max_ms
+                config.attestation.seal_batch_max_events,
+                config.attestation.seal_batch_max_ms,
+                # The sealing producer refuses what the client would refuse later.
+                max_message_bytes=int(
+                    config.kafka.producer_overrides.get("message.max.bytes", MAX_RECORD_BYTES)
+                ),
             ),
             producer_factory=client,
         )
@@ -265,6 +302,39 @@ class CacheNode:
                 return True
             time.sleep(0.02)
         return False
+
+    def health(self) -> NodeHealth:
+        """The truth about this node now (see :class:`NodeHealth`)."""
+        h = self.view.health()
+        problems: list[str] = []
+        if not h.caught_up:
+            problems.append("view_catching_up: " + ", ".join(self.view.catching_up()))
+        # The tightest window a read may need: a tick older than it means some
+        # reads already miss (view_stale), so the node is not fully serving.
+        windows = [c.max_staleness_ms for c in self.contracts.values() if c.strict] or [
+            c.max_staleness_ms for c in self.contracts.values()
+        ]
+        tightest = min(windows) if windows else None
+        if h.last_tick_age_ms is None:
+            problems.append("no_watermark_tick: no tick seen in every partition yet")
+        elif tightest is not None and h.last_tick_age_ms > tightest:
+            problems.append(
+                f"watermark_stale: last tick {h.last_tick_age_ms} ms old, "
+                f"tightest contract allows {tightest} ms"
+            )
+        if h.discontinuity:
+            problems.append(f"log_discontinuity: {self.view.discontinuity}")
+        problems.extend(f"producer: {p}" for p in self.producer.problems())
+        problems.extend(f"read audit: {p}" for p in self.audit.problems())
+        return NodeHealth(
+            ready=not problems,
+            problems=tuple(problems),
+            node_id=self.node_id,
+            caught_up=h.caught_up,
+            last_tick_age_ms=h.last_tick_age_ms,
+            lag_ms=h.lag_ms,
+            state_hash=self.view.state_hash().hex(),
+        )
 
     def close(self) -> None:
         self._stop.set()

@@ -1,7 +1,9 @@
 """A node's HTTP front: health, metrics and a small JSON cache API.
 
-``GET /health`` answers 200 while the view serves (caught up, ticks fresh,
-no discontinuity) and 503 otherwise, with the reasons. ``GET /metrics`` is
+``GET /health`` answers 200 while the node serves (caught up, ticks within
+the tightest contract, no discontinuity, writes acknowledged) and 503
+otherwise, with the reasons; its JSON carries the view's ``state_hash``
+(:class:`producers.cache_node.NodeHealth`). ``GET /metrics`` is
 Prometheus text. ``POST /v1/{put,get,revoke,confirm}`` take and return JSON
 (values base64). It binds to loopback unless told otherwise: it carries no
 authentication of its own, so a deployment puts it behind its own.
@@ -18,7 +20,7 @@ connection:
   A half-sent request then costs one thread for that long, not forever.
 * Every field is type-checked (400 naming the field): ``key``, ``contract``,
   ``namespace``, ``reason`` strings; ``value_b64`` strict base64; ``ttl_ms`` a
-  positive integer or null; ``wait`` a boolean; ``role`` one of the roles;
+  non-negative integer or null; ``wait`` a boolean; ``role`` one of the roles;
   ``scope`` a string or null. Unknown fields are refused, so a misspelt
   ``ttl`` is an error rather than a write without a TTL.
 
@@ -43,6 +45,7 @@ from prometheus_client import generate_latest
 
 from cachet.config.enums import Role
 from cachet.errors import CachetError
+from producers.cache_client import InvalidArgument, WriteNotAcknowledged
 from producers.cache_node import CacheNode
 
 __all__ = [
@@ -184,25 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         if self.path == "/health":
-            h = self.node.view.health()
-            problems = []
-            if not h.caught_up:
-                problems.append("view_catching_up: " + ", ".join(self.node.view.catching_up()))
-            if h.last_tick_age_ms is None:
-                problems.append("no_watermark_tick")
-            if h.discontinuity:
-                problems.append(f"log_discontinuity: {self.node.view.discontinuity}")
-            self._json(
-                503 if problems else 200,
-                {
-                    "ok": not problems,
-                    "problems": problems,
-                    "node_id": self.node.node_id,
-                    "caught_up": h.caught_up,
-                    "last_tick_age_ms": h.last_tick_age_ms,
-                    "lag_ms": h.lag_ms,
-                },
-            )
+            health = self.node.health()
+            self._json(200 if health.ready else 503, health.as_json())
         elif self.path == "/metrics":
             self._send(200, generate_latest(self.node.registry), "text/plain; version=0.0.4")
         else:
@@ -230,10 +216,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             self._json(exc.status, exc.body())
             return
+        except InvalidArgument as exc:  # the cache client's own argument checks
+            self._json(400, {"error": str(exc), "field": exc.argument})
+            return
+        except WriteNotAcknowledged as exc:  # the broker did not take it: try again
+            self._json(503, {"error": str(exc)})
+            return
         except CachetError as exc:
             self._json(409, {"error": str(exc)})
             return
-        except ValueError as exc:  # the cache client's own argument checks
+        except ValueError as exc:
             self._json(400, {"error": f"bad request: {exc}"})
             return
         except Exception as exc:  # noqa: BLE001 - a bug gets an answer too, and a traceback
@@ -399,9 +391,9 @@ def _ttl_ms(req: dict[str, Any]) -> int | None:
     # bool is an int in Python; true is not a TTL.
     if not isinstance(value, int) or isinstance(value, bool):
         _wrong("ttl_ms", "an integer number of milliseconds or null", value)
-    if not 1 <= value <= _AVRO_LONG_MAX:
+    if not 0 <= value <= _AVRO_LONG_MAX:
         raise _Refused(
-            400, f"field 'ttl_ms' must be between 1 and {_AVRO_LONG_MAX}, got {value}", "ttl_ms"
+            400, f"field 'ttl_ms' must be between 0 and {_AVRO_LONG_MAX}, got {value}", "ttl_ms"
         )
     return value
 

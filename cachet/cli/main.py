@@ -54,6 +54,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("keys", "cachet.cli.keys", "signing keys and the trust anchor"),
     Subcommand("cab", "cachet.cli.cab", "Cache Attestation Bundles"),
     Subcommand("node", "cachet.cli.node", "run a cache node"),
+    Subcommand("view", "cachet.cli.view", "inspect a node's live view on disk"),
     Subcommand("processors", "cachet.cli.processors", "run Cachet's stream processors"),
     Subcommand("demo", "cachet.cli.demo", "run the end-to-end demo on the embedded broker"),
     Subcommand("bench", "cachet.cli.bench", "run a benchmark against its baseline"),

@@ -214,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 out.update(
                     caught_up=h.caught_up, lag_ms=h.lag_ms, expiry_in_flight=expiry.in_flight
                 )
+            # A ticker whose ticks are not acknowledged leaves every node stale.
+            problems.extend(f"producer: {p}" for p in producer.problems())
             out.update(ok=not problems, problems=problems)
             return out
 

@@ -129,6 +129,8 @@ class VerifyingConsumer:
             unsealed_timeout_s,
             topic_prefix=names.prefix,
             registry_ready=False,
+            seals_current=False,
+            data_current=False,
         )
         self.codec = codec
         if checkpoint is not None:
@@ -149,6 +151,11 @@ class VerifyingConsumer:
             p: starts.get((names(Topic.CONTROL), p), 0) for p in range(count(Topic.CONTROL))
         }
         self._control_eof: set[int] = set()
+        # Partitions at their end right now (cleared by each record read):
+        # timeouts count only once the log read so far reached its end.
+        self._seal_parts = {(names(Topic.SEALS), p) for p in range(count(Topic.SEALS))}
+        self._data_parts = {(names(t), p) for t in data_topics for p in range(count(t))}
+        self._at_end: set[tuple[str, int]] = set()
         assignment = [
             TopicPartition(names(Topic.CONTROL), p, 0) for p in range(count(Topic.CONTROL))
         ] + [
@@ -221,9 +228,18 @@ class VerifyingConsumer:
         self._handle(self.verifier.on_registry_change(self._clock()))
 
     def _on_seal(self, event: Event, origin: RecordOrigin) -> None:
+        self._read((origin.topic, origin.partition))
         self._handle(self.verifier.on_seal(event, origin, self._clock()))
 
+    def _read(self, part: tuple[str, int]) -> None:
+        self._at_end.discard(part)
+        if part in self._seal_parts:
+            self.verifier.seals_current = False
+        elif part in self._data_parts:
+            self.verifier.data_current = False
+
     def _on_event(self, event: Event, origin: RecordOrigin) -> None:
+        self._read((origin.topic, origin.partition))
         if origin.topic in (self._seals_topic, self._control_topic):
             return  # other control events (contracts, roles) are not ours to verify here
         if self._on_record:
@@ -249,6 +265,12 @@ class VerifyingConsumer:
 
     def _on_eof(self, topic: str, partition: int, offset: int) -> None:
         self.eof[(topic, partition)] = offset
+        part = (topic, partition)
+        self._at_end.add(part)
+        if part in self._seal_parts and self._seal_parts <= self._at_end:
+            self.verifier.on_seals_caught_up(self._clock())
+        if part in self._data_parts and self._data_parts <= self._at_end:
+            self.verifier.on_data_caught_up(self._clock())
         if topic == self._control_topic and not self.verifier.registry_ready:
             self._control_eof.add(partition)
             if len(self._control_eof) == len(self._control_alerted):

@@ -173,11 +173,16 @@ class VerifiedSeal:
 
 @dataclass(slots=True)
 class _Queued:
-    """An event read from the log, not yet released (waiting for its seal)."""
+    """An event read from the log, not yet released (waiting for its seal).
+
+    ``since`` is when its wait started to count: not before the seals read
+    so far reached the log end (None until then), so a node catching up on
+    a long log never times out an event whose seal it simply has not read.
+    """
 
     event: Event
     origin: RecordOrigin
-    since: float
+    since: float | None
 
 
 @dataclass(slots=True)
@@ -186,7 +191,9 @@ class _OpenSeal:
 
     seal: VerifiedSeal
     expected: set[int]
-    verified_at: float
+    # When waiting for its leaves started to count: not before the data read
+    # so far reached the log end (None until then), for the same reason.
+    verified_at: float | None
     # A seal that does not list its leaves' topics cannot say which leaves
     # must come here: its leaves are accepted, none is reported missing.
     alert_missing: bool = True
@@ -233,6 +240,14 @@ class SealVerifier:
     topic first: seals are held (not judged) until the key registry has
     caught up, so a seal is never checked against a registry that has not
     yet seen a revocation or rotation already in the log.
+
+    ``seals_current`` / ``data_current``: whether the seals (data) read so
+    far reached the log end. Timeouts count only from such a moment: an
+    event waits for its seal, and a seal for its events, as long as the
+    other side of the log has not been read up to now. A consumer clears
+    them on every record it reads and reports each return to the log end
+    (:meth:`on_seals_caught_up`, :meth:`on_data_caught_up`); a pure verifier
+    fed in order leaves them True.
     """
 
     registry: KeyRegistry
@@ -242,6 +257,8 @@ class SealVerifier:
     max_cached_seals: int = 100_000
     topic_prefix: str | None = None
     registry_ready: bool = True
+    seals_current: bool = True
+    data_current: bool = True
     _chains: dict[str, _Chain] = field(default_factory=dict)
     _seals: OrderedDict[tuple[str, int], VerifiedSeal] = field(default_factory=OrderedDict)
     _open: dict[tuple[str, int], _OpenSeal] = field(default_factory=dict)
@@ -346,7 +363,8 @@ class SealVerifier:
         else:
             expected, alert_missing = set(range(h.tree_size)), False
         if expected:
-            self._open[key] = _OpenSeal(verified, expected, now, alert_missing)
+            since = now if self.data_current else None
+            self._open[key] = _OpenSeal(verified, expected, since, alert_missing)
             self._raw_of[key] = raw
             self._dirty_open.add(key)
 
@@ -403,12 +421,27 @@ class SealVerifier:
         # Events that arrived while seals were held get their full timeout now.
         for queue in self._queues.values():
             for q in queue:
-                q.since = now
+                q.since = now if self.seals_current else None
         held, self._held = self._held, []
         outcomes: list[Outcome] = []
         for seal, origin in held:
             outcomes.extend(self.on_seal(seal, origin, now))
         return outcomes
+
+    def on_seals_caught_up(self, now: float) -> None:
+        """Every seals partition reached its end: waiting events start to count."""
+        self.seals_current = True
+        for queue in self._queues.values():
+            for q in queue:
+                if q.since is None:
+                    q.since = now
+
+    def on_data_caught_up(self, now: float) -> None:
+        """Every data partition reached its end: open seals start to count."""
+        self.data_current = True
+        for cov in self._open.values():
+            if cov.verified_at is None:
+                cov.verified_at = now
 
     def held_seal_offsets(self) -> dict[tuple[str, int], int]:
         """Per seals partition, the lowest offset of a seal not judged yet."""
@@ -440,7 +473,8 @@ class SealVerifier:
                 )
             ]
         self._last_offset[part] = origin.offset
-        self._queues.setdefault(part, deque()).append(_Queued(event, origin, now))
+        since = now if self.seals_current else None
+        self._queues.setdefault(part, deque()).append(_Queued(event, origin, since))
         return self._drain(part)
 
     def _drain(self, part: tuple[str, int]) -> list[Outcome]:
@@ -582,7 +616,7 @@ class SealVerifier:
         limit = now - self.unsealed_timeout_s
         for part, queue in list(self._queues.items()):
             out.extend(self._drain(part))  # after this, a head left is one that waits
-            while queue and queue[0].since <= limit:
+            while queue and queue[0].since is not None and queue[0].since <= limit:
                 w = queue.popleft()
                 ref = w.event.seal_ref
                 out.append(
@@ -615,7 +649,7 @@ class SealVerifier:
             for q in queue
         }
         for key, cov in list(self._open.items()):
-            if cov.verified_at > limit:
+            if cov.verified_at is None or cov.verified_at > limit:
                 continue
             h = cov.seal.header
             if any((h.producer_id, h.first_producer_seq + i) in queued for i in cov.expected):
@@ -694,7 +728,10 @@ class SealVerifier:
             self._seals[key] = verified
             if row.expected:
                 self._open[key] = _OpenSeal(
-                    verified, set(row.expected), now, bool(verified.leaf_topics)
+                    verified,
+                    set(row.expected),
+                    now if self.data_current else None,
+                    bool(verified.leaf_topics),
                 )
                 self._raw_of[key] = row.raw
 

@@ -130,9 +130,7 @@ class ViewStore:
     def meta_rows(self, prefix: str) -> dict[str, bytes]:
         """Committed meta rows whose name starts with ``prefix`` (name -> value)."""
         start = codec.META_PREFIX + prefix.encode("ascii")
-        return {
-            k[len(codec.META_PREFIX) :].decode("ascii"): v for k, v in scan(self._db, start)
-        }
+        return {k[len(codec.META_PREFIX) :].decode("ascii"): v for k, v in scan(self._db, start)}
 
     def state_hash(self) -> bytes:
         """SHA3-256 of the view's state, equal for a live and a rebuilt view.

@@ -145,9 +145,7 @@ class Producer:
             ],
             "sealed_at_us": at_us,
         }
-        event = new_event(
-            EventType.SEAL, payload, producer_id=self.pid, producer_seq=self.seal_seq
-        )
+        event = new_event(EventType.SEAL, payload, producer_id=self.pid, producer_seq=self.seal_seq)
         raw = self.codec.encode(event)
         self.prev = seal_hash(header, sigs)
         self.seal_seq += 1
@@ -260,7 +258,9 @@ def test_seal_by_a_retired_key_after_rotation_is_refused(anchor, keys, keys2, co
     reg = registry(anchor, keys)
     rotated_at = T0 + 1_000
     statement = rotation_statement(IDENTITY, keys.key_set_id, keys2.public(), rotated_at)
-    reg.rotate(IDENTITY, keys.key_set_id, keys2.public(), rotated_at, sign_statement(statement, anchor))
+    reg.rotate(
+        IDENTITY, keys.key_set_id, keys2.public(), rotated_at, sign_statement(statement, anchor)
+    )
     v = verifier(reg)
     p = Producer(codec, keys)
     events, seal = p.batch(1, at_us=rotated_at + 1)  # made with the retired key afterwards
@@ -491,3 +491,23 @@ def test_seal_of_an_unregistered_key_times_out_as_unknown_key(anchor, keys, keys
     assert IntegrityStatus.UNKNOWN_KEY in statuses(out)
     assert IntegrityStatus.UNSEALED_TIMEOUT in statuses(out)
     assert not applied(out)
+
+
+def test_timeouts_count_only_once_the_other_side_of_the_log_was_read(anchor, keys, codec) -> None:
+    """A node rebuilding a long log reads data faster than seals (or the other
+    way round): nothing may time out while the other side is still being read,
+    else a rebuild refuses genuine events and disagrees with the live view."""
+    v = verifier(registry(anchor, keys), seals_current=False, data_current=False)
+    p = Producer(codec, keys)
+    events, seal = p.batch(2)
+    assert v.on_event(*events[0], 0.0) == []
+    assert v.expire(100.0) == []  # seals not read to the end yet: still waiting
+    v.on_seals_caught_up(100.0)
+    assert statuses(v.expire(106.0)) == [IntegrityStatus.UNSEALED_TIMEOUT]
+    # A verified seal whose events the data side has not reached yet.
+    w = verifier(registry(anchor, keys), data_current=False)
+    assert w.on_seal(*seal, 0.0) == []
+    assert w.expire(100.0) == []
+    assert applied(w.on_event(*events[0], 100.0)) == [0]
+    w.on_data_caught_up(100.0)
+    assert statuses(w.expire(106.0)) == [IntegrityStatus.EVENT_MISSING]
