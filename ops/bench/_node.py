@@ -220,7 +220,8 @@ def fill(node: CacheNode, keys: list[str], value: bytes, timeout_s: float = 120.
     them; returns the seconds from the first put to the last key visible."""
     client = node.client()
     start = time.perf_counter()
-    receipts = [client.put(k, value, contract=BENCH_CONTRACT) for k in keys]
+    pending = [client.put_async(k, value, contract=BENCH_CONTRACT) for k in keys]
+    receipts = [p.acknowledged(60.0) for p in pending]
     wait_visible(node, [(r.key_hash, r.version) for r in receipts], timeout_s)
     return time.perf_counter() - start
 
