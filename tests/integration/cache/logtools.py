@@ -93,7 +93,7 @@ def read_topic(servers: str, topic: str, timeout_s: float = 30.0) -> list[LogRec
     """Every record of every partition of ``topic``, from offset 0 to the end
     the broker's fetch path reported during this call (partition order, then
     offset order). Raises AssertionError if the end is not reached in time."""
-    c = Consumer(consumer_settings(servers, **{"enable.partition.eof": True}))
+    c = Consumer(consumer_settings(servers))  # partition EOF events on: the end is known
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         assert meta.error is None, f"{topic}: {meta.error}"
@@ -128,7 +128,7 @@ def read_topic(servers: str, topic: str, timeout_s: float = 30.0) -> list[LogRec
                     LogRecord(
                         _bytes(m.key()) if m.key() is not None else None,
                         _bytes(m.value()),
-                        tuple((str(k), _bytes(v)) for k, v in (m.headers() or ())),
+                        tuple((str(h[0]), _bytes(h[1])) for h in (m.headers() or ())),
                         p,
                         offset,
                     )

@@ -21,6 +21,7 @@ class NodeProcess:
     name: str
     proc: subprocess.Popen[str]
     port: int
+    data_dir: Path | None = None
 
     def call(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if body is not None else None
@@ -54,6 +55,15 @@ class NodeProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.proc.send_signal(sig)
         self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 30) -> None:
+        """A clean stop (SIGTERM): the node flushes, seals and commits, then exits 0."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout_s) == 0, f"{self.name} exited {self.proc.returncode}"
+
+    def state_hash(self) -> str | None:
+        """The live view's state hash from /health (hex), None if not reported."""
+        return self.health()[1].get("state_hash")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -100,7 +110,7 @@ def start_node(
     if not line.startswith(f"node {name} http://"):
         proc.kill()
         raise AssertionError(f"node {name} did not start: {line!r}; see {log_dir}/{name}.log")
-    return NodeProcess(name, proc, int(line.rsplit(":", 1)[1]))
+    return NodeProcess(name, proc, int(line.rsplit(":", 1)[1]), data_dir)
 
 
 def wait_for(cond, timeout_s: float = 10.0):
@@ -147,6 +157,15 @@ class Cluster:
         )
         self.nodes.append(node)
         return node
+
+    def restart(self, node: NodeProcess, sig: int = signal.SIGTERM) -> NodeProcess:
+        """Stop ``node`` with ``sig`` (SIGTERM: clean; SIGKILL: a crash) and
+        start it again under the same name on the same data directory."""
+        if sig == signal.SIGTERM:
+            node.terminate()
+        else:
+            node.kill(sig)
+        return self.start_node(node.name, node.data_dir)
 
     def wait_healthy(self, node: NodeProcess, timeout_s: float = 60) -> None:
         assert wait_until(lambda: node.health()[0] == 200, timeout_s) is not None, node.health()
@@ -218,7 +237,7 @@ def start_cluster(root: Path, identities: list[str], contracts: str) -> Cluster:
 
     def tick() -> None:
         def client() -> Producer:
-            return Producer(producer_settings(servers, **{"message.timeout.ms": 5000}))
+            return Producer(producer_settings(servers, {"message.timeout.ms": 5000}))
 
         sp = SealingProducer(
             client(),
