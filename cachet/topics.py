@@ -9,9 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from schemas.events import EventType
-
-__all__ = ["Topic", "TopicNames", "BROADCAST_TOPICS", "TOPIC_OF_EVENT"]
+__all__ = ["Topic", "TopicNames", "BROADCAST_TOPICS"]
 
 
 class Topic(enum.Enum):
@@ -45,28 +43,3 @@ class TopicNames:
 
     def all(self) -> dict[Topic, str]:
         return {t: self(t) for t in Topic}
-
-
-# Where each event type lives (DESIGN.md, "Topics").
-TOPIC_OF_EVENT: dict[EventType, Topic] = {
-    EventType.CACHE_WRITTEN: Topic.ENTRIES,
-    EventType.STATE_TRANSITIONED: Topic.ENTRIES,
-    EventType.CACHE_READ: Topic.READS,
-    EventType.INVALIDATED: Topic.INVALIDATIONS,
-    EventType.WATERMARK_TICK: Topic.INVALIDATIONS,
-    EventType.CONTRACT_DEFINED: Topic.CONTROL,
-    EventType.SIGNING_KEY_REGISTERED: Topic.CONTROL,
-    EventType.SIGNING_KEY_ROTATED: Topic.CONTROL,
-    EventType.SIGNING_KEY_REVOKED: Topic.CONTROL,
-    EventType.ROLE_GRANTED: Topic.CONTROL,
-    EventType.ERASURE_REQUESTED: Topic.ERASURE,
-    EventType.ERASURE_COMPLETED: Topic.ERASURE,
-    EventType.KV_SCRUB_REQUESTED: Topic.KVSCRUB,
-    EventType.KV_SCRUB_COMPLETED: Topic.KVSCRUB,
-    EventType.KV_BLOCK_QUARANTINED: Topic.KVSCRUB,
-    EventType.SEAL: Topic.SEALS,
-    EventType.CONTRACT_VIOLATION: Topic.ALERTS,
-    EventType.INTEGRITY_FAILURE: Topic.ALERTS,
-    EventType.UNSEALED_TIMEOUT: Topic.ALERTS,
-    EventType.LOG_DISCONTINUITY: Topic.ALERTS,
-}

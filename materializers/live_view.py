@@ -40,34 +40,42 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cachet.materializers.view import EntryState, ViewEntry, ViewStore
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
+from cachet.schemas.payloads import (
+    FRESHNESS_CONFIRMED,
+    CacheWritten,
+    Invalidated,
+    StateTransitioned,
+)
 from confluent_kafka import KafkaError, Producer, TopicPartition
 
-from cachet.consume import RecordOrigin
-from cachet.crypto.seal import KeySet, SignatureScheme
-from cachet.kafka import producer_settings
+from cachet.clock import SYSTEM_CLOCK, Clock
+from cachet.config import CachetConfig
+from cachet.config.enums import InvalidationMode
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import KeySet
+from cachet.kafka.settings import producer_settings
+from cachet.kafka.verifying import AlertEmitter, VerifyingConsumer
 from cachet.ledger.checkpoint import VerifierCheckpoint
-from cachet.ledger.consumer import AlertEmitter, VerifyingConsumer
+from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
 from cachet.topics import Topic, TopicNames
 from cachet.verdict import ViewHealth
-from materializers.view import EntryState, ViewEntry, ViewStore
-from schemas.codec import EventCodec
-from schemas.events import Event, EventType
 
-__all__ = ["LiveView", "FRESHNESS_CONFIRMED", "authority_text"]
+# FRESHNESS_CONFIRMED is re-exported for older callers; its home is
+# cachet.schemas.payloads, with the other wire constants.
+__all__ = ["FRESHNESS_CONFIRMED", "LiveView"]
 
 log = logging.getLogger(__name__)
 
 DATA_TOPICS = (Topic.ENTRIES, Topic.INVALIDATIONS)
-# A StateTransitioned ACTIVE -> ACTIVE with this reason is a freshness
-# confirmation from the source (contractual invalidation mode).
-FRESHNESS_CONFIRMED = "freshness_confirmed"
 _WATERMARK_CHECK_S = 1.0
 # Definitive: the offset this view is at does not exist in the log. (Unknown
 # topic or partition is not: it also happens transiently at startup.)
@@ -76,16 +84,13 @@ _DISCONTINUITY_ERRORS = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._A
 _CHECKPOINT_PREFIX = "verifier/"
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
+@dataclass(frozen=True, slots=True)
+class _ChainHead:
+    """Where a key's hash chain now ends: the event applied last and its seal."""
 
-
-def authority_text(authority: Mapping[str, Any]) -> str:
-    """A TransitionAuthority record as the view stores it."""
-    kind = authority.get("kind", "UNKNOWN")
-    if kind == "KEY":
-        return f"KEY:{authority.get('key_id') or ''}:{authority.get('role') or ''}"
-    return str(kind)
+    event_hash: bytes
+    producer_id: str
+    seal_seq: int
 
 
 @dataclass
@@ -127,8 +132,8 @@ class LiveView:
         history_depth: int = 100,
         unsealed_timeout_s: float = 5.0,
         on_change: Callable[[bytes], None] | None = None,
-        on_log_vanished: Callable[[], None] | None = None,
-        clock_us: Callable[[], int] = _now_us,
+        on_log_vanished: Callable[[], object] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         codec: EventCodec | None = None,
         name: str = "live-view",
     ) -> None:
@@ -138,7 +143,7 @@ class LiveView:
         self._history_depth = history_depth
         self._on_change = on_change
         self._on_log_vanished = on_log_vanished
-        self._clock_us = clock_us
+        self._clock = clock
         self._lock = threading.RLock()
         self._batch = store.begin()
         self._dirty = False
@@ -147,7 +152,7 @@ class LiveView:
         self._changed_keys: set[bytes] = set()
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
         self._parts: dict[tuple[str, int], _Partition] = {
-            (names(t), p): _Partition(last_progress_us=clock_us())
+            (names(t), p): _Partition(last_progress_us=clock.now_us())
             for t in DATA_TOPICS
             for p in range(count(t))
         }
@@ -190,6 +195,7 @@ class LiveView:
             # it means the log this view was built from is gone.
             consumer_overrides={"auto.offset.reset": "error"},
             checkpoint=checkpoint,
+            clock=clock.monotonic,
             name=name,
         )
         self._watch_stop = threading.Event()
@@ -253,90 +259,101 @@ class LiveView:
 
     def _apply(self, applied: Applied) -> None:
         event, origin = applied.event, applied.origin
-        p = event.payload
         with self._lock:
             self._resolved(origin)
             self._drop_provisional((origin.topic, origin.partition, origin.offset))
             event_hash = hashlib.sha3_256(origin.raw).digest()
             seal = applied.seal.header
+            chain = _ChainHead(event_hash, seal.producer_id, seal.seal_seq)
+            # Parsed once, here at the codec boundary; typed from here on.
             if event.type is EventType.CACHE_WRITTEN:
-                v = p["value"]
-                self._batch.put(
-                    ViewEntry(
-                        key_hash=p["key_hash"],
-                        namespace=p["namespace"],
-                        contract=p["contract"],
-                        fingerprint=p["fingerprint"],
-                        version=p["version"],
-                        state=EntryState.ACTIVE,
-                        ciphertext=v["ciphertext"],
-                        nonce=v["nonce"],
-                        data_key_id=v["data_key_id"],
-                        commitment=v["commitment"],
-                        aad_version=v["aad_version"],
-                        subject_hash=p["subject_hash"],
-                        classification=p["classification"],
-                        written_at_us=event.occurred_at_us,
-                        ttl_ms=p["ttl_ms"],
-                        state_changed_at_us=event.occurred_at_us,
-                        state_reason="",
-                        authority="",
-                        event_hash=event_hash,
-                        producer_id=seal.producer_id,
-                        seal_seq=seal.seal_seq,
-                    ),
-                    history_depth=self._history_depth,
-                )
-                self._changed(p["key_hash"])
+                self._apply_written(CacheWritten.from_avro(event.payload), event, chain)
             elif event.type is EventType.STATE_TRANSITIONED:
-                state = self._state_of(p["key_hash"], p["version"])
-                if state is None or state.value != p["from_state"]:
-                    # First transition wins: an expiry racing a revoke (or a
-                    # re-emitted expiry after a restart) must not overwrite the
-                    # state the version already left; it stays in the log.
-                    log.info(
-                        "transition %s->%s of version %d ignored: version is %s",
-                        p["from_state"],
-                        p["to_state"],
-                        p["version"],
-                        state.value if state else "unknown",
-                    )
-                    return
-                self._batch.transition(
-                    p["key_hash"],
-                    p["version"],
-                    EntryState(p["to_state"]),
-                    at_us=event.occurred_at_us,
-                    reason=p["reason"],
-                    authority=authority_text(p["authority"]),
-                    event_hash=event_hash,
-                    producer_id=seal.producer_id,
-                    seal_seq=seal.seal_seq,
-                )
-                if p["to_state"] != "ACTIVE" and (
-                    self._invalidated.get(p["key_hash"], -1) <= p["version"]
-                ):
-                    self._invalidated.pop(p["key_hash"], None)
-                self._changed(p["key_hash"])
+                self._apply_transition(StateTransitioned.from_avro(event.payload), event, chain)
             elif event.type is EventType.INVALIDATED:
-                if p["mode"] == "EAGER":
-                    current = self._batch.current(p["key_hash"])
-                    limit = p["version"] if p["version"] is not None else -1
-                    if current is not None and p["version"] is None:
-                        limit = current.version
-                    # Only while that version is still active: once its
-                    # transition landed, the state says it (and is durable).
-                    if limit >= 0 and self._state_of(p["key_hash"], limit) is EntryState.ACTIVE:
-                        self._invalidated[p["key_hash"]] = max(
-                            self._invalidated.get(p["key_hash"], -1), limit
-                        )
-                self._changed(p["key_hash"])
+                self._apply_invalidated(Invalidated.from_avro(event.payload))
             elif event.type is EventType.WATERMARK_TICK and origin.topic == self._names(
                 Topic.INVALIDATIONS
             ):
                 self._ticks[origin.partition] = max(
                     self._ticks.get(origin.partition, 0), event.occurred_at_us
                 )
+
+    def _apply_written(self, w: CacheWritten, event: Event, chain: _ChainHead) -> None:
+        self._batch.put(
+            ViewEntry(
+                key_hash=w.key_hash,
+                namespace=w.namespace,
+                contract=w.contract,
+                fingerprint=w.fingerprint,
+                version=w.version,
+                state=EntryState.ACTIVE,
+                ciphertext=w.value.ciphertext,
+                nonce=w.value.nonce,
+                data_key_id=w.value.data_key_id,
+                commitment=w.value.commitment,
+                aad_version=w.value.aad_version,
+                subject_hash=w.subject_hash,
+                classification=w.classification,
+                written_at_us=event.occurred_at_us,
+                ttl_ms=w.ttl_ms,
+                state_changed_at_us=event.occurred_at_us,
+                state_reason="",
+                authority="",
+                event_hash=chain.event_hash,
+                producer_id=chain.producer_id,
+                seal_seq=chain.seal_seq,
+            ),
+            history_depth=self._history_depth,
+        )
+        self._changed(w.key_hash)
+
+    def _apply_transition(self, t: StateTransitioned, event: Event, chain: _ChainHead) -> None:
+        state = self._state_of(t.key_hash, t.version)
+        if state is None or state is not t.from_state:
+            # First transition wins: an expiry racing a revoke (or a
+            # re-emitted expiry after a restart) must not overwrite the
+            # state the version already left; it stays in the log.
+            log.info(
+                "transition %s->%s of version %d ignored: version is %s",
+                t.from_state.name,
+                t.to_state.name,
+                t.version,
+                state.name if state else "unknown",
+            )
+            return
+        # A to_state this reader does not know arrives as UNKNOWN and is
+        # stored as such: never served (fail closed), never guessed.
+        self._batch.transition(
+            t.key_hash,
+            t.version,
+            t.to_state,
+            at_us=event.occurred_at_us,
+            reason=t.reason,
+            authority=t.authority.text(),
+            event_hash=chain.event_hash,
+            producer_id=chain.producer_id,
+            seal_seq=chain.seal_seq,
+        )
+        if t.to_state is not EntryState.ACTIVE and (
+            self._invalidated.get(t.key_hash, -1) <= t.version
+        ):
+            self._invalidated.pop(t.key_hash, None)
+        self._changed(t.key_hash)
+
+    def _apply_invalidated(self, inv: Invalidated) -> None:
+        if inv.mode is InvalidationMode.EAGER:
+            current = self._batch.current(inv.key_hash)
+            limit = inv.version if inv.version is not None else -1
+            if current is not None and inv.version is None:
+                limit = current.version
+            # Only while that version is still active: once its
+            # transition landed, the state says it (and is durable).
+            if limit >= 0 and self._state_of(inv.key_hash, limit) is EntryState.ACTIVE:
+                self._invalidated[inv.key_hash] = max(
+                    self._invalidated.get(inv.key_hash, -1), limit
+                )
+        self._changed(inv.key_hash)
 
     def _state_of(self, key_hash: bytes, version: int) -> EntryState | None:
         current = self._batch.current(key_hash)
@@ -404,7 +421,7 @@ class LiveView:
     # -- health -----------------------------------------------------------
 
     def _eof(self) -> None:
-        now = self._clock_us()
+        now = self._clock.now_us()
         for key, offset in list(self.consumer.eof.items()):
             part = self._parts.get(key)
             if part is not None and not part.at_eof:
@@ -421,7 +438,7 @@ class LiveView:
 
     def health(self) -> ViewHealth:
         """What a read needs to know about this view, now."""
-        now = self._clock_us()
+        now = self._clock.now_us()
         caught_up = self.consumer.registry_caught_up and all(
             p.reached_eof_once for p in self._parts.values()
         )
@@ -461,7 +478,7 @@ class LiveView:
                 return  # nothing exists yet, so nothing to hide
             # Never beyond what exists now: a later genuine version is served.
             limit = current.version if version is None else min(version, current.version)
-            expires = self._clock_us() + self._unsealed_timeout_us
+            expires = self._clock.now_us() + self._unsealed_timeout_us
             self._provisional.setdefault(key_hash, []).append(_Provisional(limit, expires, origin))
 
     def _drop_provisional(self, origin: tuple[str, int, int]) -> None:
@@ -484,7 +501,7 @@ class LiveView:
             marks = self._provisional.get(key_hash)
             if not marks:
                 return False
-            now = self._clock_us()
+            now = self._clock.now_us()
             live = [m for m in marks if m.expires_at_us > now]
             if len(live) != len(marks):
                 if live:
@@ -594,4 +611,47 @@ class LiveView:
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> LiveView:
+        """A view over the RocksDB store at ``path`` (created if missing);
+        ``kwargs`` are the constructor's."""
         return cls(ViewStore.open(path), **kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CachetConfig,
+        bootstrap_servers: str,
+        anchor: KeySet,
+        path: Path,
+        *,
+        alert: AlertEmitter,
+        on_change: Callable[[bytes], None] | None = None,
+        on_log_vanished: Callable[[], object] | None = None,
+        codec: EventCodec | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        name: str | None = None,
+    ) -> LiveView:
+        """A view at ``path`` as ``config`` deploys it: its topics and their
+        partition counts, the signature schemes ``[attestation]`` requires and
+        its unsealed timeout, the ``[state_machine]`` history depth.
+
+        ``anchor`` is the pinned trust anchor; ``alert`` receives every
+        rejection the verifier reports (usually
+        :class:`~cachet.producers.sealing.LedgerAlerts`). ``name`` (default:
+        the directory's name) names the consumer and its threads.
+        """
+        return cls.open(
+            path,
+            bootstrap_servers=bootstrap_servers,
+            names=config.kafka.topic_names(),
+            anchor=anchor,
+            required=config.attestation.schemes,
+            alert=alert,
+            partitions={t: config.kafka.partitions_for(t) for t in Topic},
+            history_depth=config.state_machine.audit_trail_depth,
+            unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
+            on_change=on_change,
+            on_log_vanished=on_log_vanished,
+            clock=clock,
+            codec=codec,
+            name=name or path.name,
+        )

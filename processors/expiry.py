@@ -35,18 +35,18 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cachet.materializers.live_view import FRESHNESS_CONFIRMED, LiveView
+from cachet.materializers.view import EntryState, ViewEntry
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.events import EventType
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
 from cachet.config.enums import InvalidationMode
-from materializers.live_view import FRESHNESS_CONFIRMED, LiveView
-from materializers.view import EntryState, ViewEntry
-from producers.sealing import SealingProducer
-from schemas.events import EventType
 
 __all__ = ["EXPIRY_AUTHORITY", "ExpiryDecision", "ExpiryLimit", "ExpiryProcessor", "expiry_of"]
 
@@ -115,16 +115,13 @@ def expiry_of(
     return None
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class ExpiryProcessor:
     """Expires ACTIVE entries of ``view`` past their TTL or max staleness.
 
     ``view`` is this processor's own replica; :meth:`run` polls it, so no
     other thread may. ``producer`` signs under the processor's identity.
-    Metrics go to ``registry`` (a fresh one when None).
+    Metrics go to ``registry`` (a fresh one when None). ``clock`` says when
+    it is (the wall clock ages entries; the monotonic one paces scans).
     """
 
     def __init__(
@@ -133,7 +130,7 @@ class ExpiryProcessor:
         producer: SealingProducer,
         contracts: Mapping[str, ContractConfig],
         *,
-        clock_us: Callable[[], int] = _now_us,
+        clock: Clock = SYSTEM_CLOCK,
         scan_interval_s: float = 0.5,
         retry_after_s: float = 30.0,
         registry: CollectorRegistry | None = None,
@@ -141,10 +138,10 @@ class ExpiryProcessor:
         self._view = view
         self._producer = producer
         self._contracts = contracts
-        self._clock_us = clock_us
+        self._clock = clock
         self.scan_interval_s = scan_interval_s
         self._retry_after_us = int(retry_after_s * 1_000_000)
-        # (key_hash, version) -> when its transition was emitted (clock_us).
+        # (key_hash, version) -> when its transition was emitted (wall clock, us).
         self._in_flight: dict[tuple[bytes, int], int] = {}
         self._unknown_contracts: set[str] = set()
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -251,7 +248,7 @@ class ExpiryProcessor:
 
     def run(self, stop: threading.Event) -> None:
         """Poll the view and scan every ``scan_interval_s`` until ``stop``."""
-        next_scan = time.monotonic()
+        next_scan = self._clock.monotonic()
         poll_s = min(0.1, self.scan_interval_s)
         while not stop.is_set():
             try:
@@ -260,10 +257,10 @@ class ExpiryProcessor:
                 log.exception("expiry: view poll failed")
                 stop.wait(0.1)
                 continue
-            if time.monotonic() < next_scan:
+            if self._clock.monotonic() < next_scan:
                 continue
-            next_scan = time.monotonic() + self.scan_interval_s
+            next_scan = self._clock.monotonic() + self.scan_interval_s
             try:
-                self.scan(self._clock_us())
+                self.scan(self._clock.now_us())
             except Exception:  # noqa: BLE001 - retried at the next interval
                 log.exception("expiry: scan failed")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
-from producers.sealing import SealingProducer
-from schemas.events import EventType
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.events import EventType
+
+from cachet.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["WatermarkTicker"]
 
@@ -22,12 +23,22 @@ log = logging.getLogger(__name__)
 
 
 class WatermarkTicker:
-    """Emits one WatermarkTick into each partition per interval."""
+    """Emits one WatermarkTick into each partition per interval.
+
+    ``clock`` stamps each tick (``emitted_at_us``, wall clock).
+    """
 
     def __init__(
-        self, producer: SealingProducer, partitions: int, *, ticker_id: str, interval_s: float = 0.2
+        self,
+        producer: SealingProducer,
+        partitions: int,
+        *,
+        ticker_id: str,
+        interval_s: float = 0.2,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._producer = producer
+        self._clock = clock
         self._partitions = partitions
         self.ticker_id = ticker_id
         self.interval_s = interval_s
@@ -43,7 +54,7 @@ class WatermarkTicker:
                     "ticker_id": self.ticker_id,
                     "partition": partition,
                     "tick_seq": self.tick_seq,
-                    "emitted_at_us": time.time_ns() // 1000,
+                    "emitted_at_us": self._clock.now_us(),
                 },
                 partition=partition,
             )

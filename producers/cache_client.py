@@ -24,14 +24,30 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from cachet.materializers.view import EntryState, ViewEntry
+from cachet.producers.cache_node import CacheNode, L1Entry
+from cachet.producers.fingerprint import Computation, fingerprint
+from cachet.producers.sealing import Delivery, EmitRejected, NotAcknowledged, RecordTooLarge
+from cachet.schemas.events import EventType
+from cachet.schemas.payloads import (
+    FRESHNESS_CONFIRMED,
+    CacheWritten,
+    EncryptedValue,
+    Invalidated,
+    StateTransitioned,
+    TransitionAuthority,
+)
+from prometheus_client import Counter
+
+from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
-from cachet.config.enums import Role
+from cachet.config.enums import InvalidationMode, Role
 from cachet.crypto.aead import AeadError, associated_data, open_value, seal_value, value_commitment
 from cachet.errors import CachetError
 from cachet.freshness import FreshnessProof
 from cachet.verdict import (
+    SERVED,
     EntryFacts,
     MissReason,
     ReadVerdict,
@@ -39,12 +55,6 @@ from cachet.verdict import (
     VerificationStatus,
     evaluate_read,
 )
-from materializers.live_view import FRESHNESS_CONFIRMED
-from materializers.view import EntryState, ViewEntry
-from producers.cache_node import CacheNode
-from producers.fingerprint import Computation, fingerprint
-from producers.sealing import Delivery, EmitRejected, NotAcknowledged, RecordTooLarge
-from schemas.events import EventType
 
 __all__ = [
     "CacheClient",
@@ -195,10 +205,6 @@ def _unframe(frame: bytes) -> tuple[str, bytes]:
     return frame[4 : 4 + n].decode(), frame[4 + n :]
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def _check_text(argument: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(argument, f"must be a str, got {type(value).__name__}")
@@ -218,20 +224,31 @@ def _check_timeout(timeout_s: object) -> float:
 
 
 class CacheClient:
-    """The cache as one role (and one tenant or subject scope) sees it."""
+    """The cache as one role (and one tenant or subject scope) sees it.
+
+    ``clock`` says when a read happens: freshness is judged against it.
+    """
 
     def __init__(
         self,
         node: CacheNode,
         role: Role = Role.OWNER,
         scope: str | None = None,
-        clock_us: Callable[[], int] = _now_us,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._node = node
         self.role = role
         self.scope = scope
         self._scope_hash = node.hasher.subject(scope) if scope else None
-        self._clock_us = clock_us
+        self._clock = clock
+        # Derived once, not per read.
+        self._scope = self._scope_hash.hex() if self._scope_hash else None
+        self._role_value = role.value
+        # Only events covered by a seal verified with every required scheme
+        # ever reach the view, so every entry carries these schemes.
+        self._sealed_schemes = tuple(s.value for s in node.config.attestation.schemes)
+        # cachet_reads children by miss reason (None: served), bound on first use.
+        self._read_counters: dict[MissReason | None, Counter] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -410,27 +427,27 @@ class CacheClient:
         nonce, ciphertext = seal_value(
             data_key, _frame(key, value), associated_data(key_hash, fp, version)
         )
-        payload: dict[str, Any] = {
-            "key_hash": key_hash,
-            "namespace": namespace,
-            "contract": c.name,
-            "fingerprint": fp,
-            "version": version,
-            "value": {
-                "ciphertext": ciphertext,
-                "nonce": nonce,
-                "data_key_id": data_key.key_id,
-                "commitment": value_commitment(node.keys.commitment_key, value),
-                "aad_version": AAD_VERSION,
-            },
-            "subject_hash": self._scope_hash,
-            "classification": c.classification.value if c.classification else "unclassified",
-            "ttl_ms": ttl_ms,
-            "prev_event_hash": current.event_hash if current else None,
-        }
+        payload = CacheWritten(
+            key_hash=key_hash,
+            namespace=namespace,
+            contract=c.name,
+            fingerprint=fp,
+            version=version,
+            value=EncryptedValue(
+                ciphertext=ciphertext,
+                nonce=nonce,
+                data_key_id=data_key.key_id,
+                commitment=value_commitment(node.keys.commitment_key, value),
+                aad_version=AAD_VERSION,
+            ),
+            subject_hash=self._scope_hash,
+            classification=c.classification.value if c.classification else "unclassified",
+            ttl_ms=ttl_ms,
+            prev_event_hash=current.event_hash if current else None,
+        )
         try:
             written = node.producer.emit_with_receipt(
-                EventType.CACHE_WRITTEN, payload, key=key_hash
+                EventType.CACHE_WRITTEN, payload.to_avro(), key=key_hash
             )
         except RecordTooLarge as exc:
             # Our reserve was too small for this record: the producer's exact
@@ -458,23 +475,18 @@ class CacheClient:
 
     def _transition(self, entry: ViewEntry, to: EntryState, reason: str) -> Delivery:
         node = self._node
+        payload = StateTransitioned(
+            key_hash=entry.key_hash,
+            namespace=entry.namespace,
+            version=entry.version,
+            from_state=entry.state,
+            to_state=to,
+            authority=TransitionAuthority.by_key(node.keys.signing.key_set_id, self.role),
+            reason=reason,
+            prev_event_hash=entry.event_hash,
+        )
         return node.producer.emit_with_receipt(
-            EventType.STATE_TRANSITIONED,
-            {
-                "key_hash": entry.key_hash,
-                "namespace": entry.namespace,
-                "version": entry.version,
-                "from_state": entry.state.value,
-                "to_state": to.value,
-                "authority": {
-                    "kind": "KEY",
-                    "key_id": node.keys.signing.key_set_id,
-                    "role": self.role.value,
-                },
-                "reason": reason,
-                "prev_event_hash": entry.event_hash,
-            },
-            key=entry.key_hash,
+            EventType.STATE_TRANSITIONED, payload.to_avro(), key=entry.key_hash
         )
 
     def revoke(
@@ -500,21 +512,16 @@ class CacheClient:
         if current is None or current.state is not EntryState.ACTIVE:
             return False
         try:
+            invalidation = Invalidated(
+                key_hash=key_hash,
+                namespace=namespace,
+                mode=InvalidationMode.EAGER,
+                version=current.version,
+                authority=TransitionAuthority.by_key(node.keys.signing.key_set_id, self.role),
+                reason=reason,
+            )
             invalidated = node.producer.emit_with_receipt(
-                EventType.INVALIDATED,
-                {
-                    "key_hash": key_hash,
-                    "namespace": namespace,
-                    "mode": "EAGER",
-                    "version": current.version,
-                    "authority": {
-                        "kind": "KEY",
-                        "key_id": node.keys.signing.key_set_id,
-                        "role": self.role.value,
-                    },
-                    "reason": reason,
-                },
-                key=key_hash,
+                EventType.INVALIDATED, invalidation.to_avro(), key=key_hash
             )
             transitioned = self._transition(current, EntryState.REVOKED, reason)
         except EmitRejected as exc:
@@ -570,35 +577,19 @@ class CacheClient:
         namespace: str = "default",
         computation: Computation | None = None,
     ) -> CacheResponse:
-        """Read and evaluate the contract; every read is audited."""
-        node = self._node
+        """Read and evaluate the contract; every read is audited.
+
+        Per read: the key's hash (cached), the L1 or the view, the contract
+        evaluation against the view's health and the reader's clock, the
+        decryption (L1 misses only), the audit. The steps are the methods
+        below, so ``cachet bench reads`` can time each one."""
         c = self._contract(contract)
-        key_hash = node.hasher.key(namespace, key)
-        now = self._clock_us()
-        cached = node.l1_get(key_hash)
-        generation = node.l1_generation(key_hash)
-        entry = cached.entry if cached else node.view.current(key_hash)
-        expected = self._fingerprint(key, c, computation) if computation else None
-        verdict = evaluate_read(
-            contract=c,
-            entry=self._facts(entry),
-            expected_fingerprint=expected,
-            scope=self._scope_hash.hex() if self._scope_hash else None,
-            view=node.view.health(),
-            now_us=now,
-        )
-        value, detail = None, verdict.detail
-        if verdict.hit and node.view.pending(key_hash):
-            # A newer event for this key was read and waits for its seal:
-            # serving the version before it would serve what is being replaced.
-            verdict = self._miss(
-                verdict,
-                MissReason.VIEW_CATCHING_UP,
-                "an event for this key is waiting for its seal",
-            )
-        if verdict.hit and entry is not None and node.view.invalidated(key_hash, entry.version):
-            verdict = self._miss(verdict, MissReason.REVOKED, "eagerly invalidated")
-        if verdict.hit and entry is not None:
+        key_hash = self._key_hash(namespace, key)
+        now = self._clock.now_us()
+        cached, generation, entry, facts = self._lookup(key_hash)
+        verdict = self._evaluate(c, key, key_hash, entry, facts, computation, now)
+        value = None
+        if verdict.hit and entry is not None and facts is not None:
             plaintext = cached.plaintext if cached else self._decrypt(key, entry)
             if plaintext is None:
                 verdict = self._miss(
@@ -607,16 +598,17 @@ class CacheClient:
                     f"value of version {entry.version} does not decrypt",
                 )
             else:
-                if cached is None:
-                    node.l1_put(entry, plaintext, generation)
+                if generation is not None:  # read from the view: cache it
+                    self._node.l1_put(entry, plaintext, facts, generation)
                 value = plaintext if self.role is Role.OWNER else None
+        hit = verdict.hit
         response = CacheResponse(
-            hit=verdict.hit,
+            hit=hit,
             value=value,
             reason=verdict.reason,
             status=(
                 VerificationStatus.VERIFIED
-                if verdict.hit
+                if hit
                 else verdict.signatures.status
                 if verdict.signatures
                 else VerificationStatus.UNVERIFIED
@@ -625,11 +617,60 @@ class CacheClient:
             signatures=verdict.signatures,
             fingerprint=verdict.fingerprint,
             version=verdict.version,
-            commitment=entry.commitment if entry is not None and verdict.hit else None,
-            detail=detail,
+            commitment=entry.commitment if entry is not None and hit else None,
+            detail=verdict.detail,
         )
         self._audit(key_hash, namespace, contract, response)
         return response
+
+    def _key_hash(self, namespace: str, key: str) -> bytes:
+        return self._node.key_hash(namespace, key)
+
+    def _lookup(
+        self, key_hash: bytes
+    ) -> tuple[L1Entry | None, int | None, ViewEntry | None, EntryFacts | None]:
+        """(L1 entry, L1 generation, view entry, its facts): from the L1 when
+        it holds the key, else from the view (the generation taken first)."""
+        cached, generation = self._node.l1_lookup(key_hash)
+        if cached is not None:
+            return cached, None, cached.entry, cached.facts
+        entry = self._node.view.current(key_hash)
+        return None, generation, entry, self._facts(entry)
+
+    def _evaluate(
+        self,
+        c: ContractConfig,
+        key: str,
+        key_hash: bytes,
+        entry: ViewEntry | None,
+        facts: EntryFacts | None,
+        computation: Computation | None,
+        now_us: int,
+    ) -> ReadVerdict:
+        """The contract's verdict on ``entry``, then what only the view knows:
+        a newer event waiting for its seal, an eager invalidation."""
+        view = self._node.view
+        verdict = evaluate_read(
+            contract=c,
+            entry=facts,
+            expected_fingerprint=self._fingerprint(key, c, computation) if computation else None,
+            scope=self._scope,
+            view=view.health(),
+            now_us=now_us,
+        )
+        if not verdict.hit or entry is None:
+            return verdict
+        if view.pending(key_hash):
+            # A newer event for this key was read and waits for its seal:
+            # serving the version before it would serve what is being replaced.
+            return self._miss(
+                verdict,
+                MissReason.VIEW_CATCHING_UP,
+                "an event for this key is waiting for its seal",
+            )
+        if view.invalidated(key_hash, entry.version):
+            return self._miss(verdict, MissReason.REVOKED, "eagerly invalidated")
+        return verdict
 
     def get_many(
         self, keys: Sequence[str], *, contract: str, namespace: str = "default"
@@ -674,17 +715,16 @@ class CacheClient:
         )
 
     def _facts(self, entry: ViewEntry | None) -> EntryFacts | None:
+        """What the contract evaluation needs of ``entry`` (derived once per
+        entry: the L1 keeps it next to the plaintext)."""
         if entry is None:
             return None
-        node = self._node
         return EntryFacts(
             state=entry.state.value,
             fingerprint=entry.fingerprint,
             version=entry.version,
             written_at_us=entry.written_at_us,
-            # Only events covered by a seal verified with every required
-            # scheme ever reach the view.
-            sealed_schemes=tuple(s.value for s in node.config.attestation.schemes),
+            sealed_schemes=self._sealed_schemes,
             key_set_id="",
             producer_id=entry.producer_id,
             seal_seq=entry.seal_seq,
@@ -724,8 +764,12 @@ class CacheClient:
 
     def _audit(self, key_hash: bytes, namespace: str, contract: str, r: CacheResponse) -> None:
         node = self._node
-        reason = r.reason.value if r.reason else "served"
-        node.reads.labels("hit" if r.hit else "miss", reason).inc()
+        reason = r.reason.value if r.reason else SERVED
+        counter = self._read_counters.get(r.reason)
+        if counter is None:
+            counter = node.reads.labels("hit" if r.hit else "miss", reason)
+            self._read_counters[r.reason] = counter
+        counter.inc()
         if r.reason in _VIOLATIONS:
             node.violations.labels(contract, reason).inc()
             node.alert(
@@ -750,7 +794,7 @@ class CacheClient:
                 "fingerprint": r.fingerprint,
                 "version": r.version,
                 "freshness": r.freshness.to_payload() if r.freshness else None,
-                "reader_role": self.role.value,
+                "reader_role": self._role_value,
                 "node_id": node.node_id,
             },
         )

@@ -3,12 +3,13 @@
 It owns this process's replica of the live view (RocksDB), an in-process L1
 of decrypted values, the sealing producer every write, read audit and
 transition goes through, and the contracts in force. Clients
-(:class:`producers.cache_client.CacheClient`) are cheap views of a node for
+(:class:`cachet.producers.cache_client.CacheClient`) are cheap views of a node for
 one role and scope.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -20,25 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from cachet.materializers.live_view import LiveView
+from cachet.materializers.view import ViewEntry
+from cachet.producers.read_audit import ReadAudit
+from cachet.producers.sealing import LedgerAlerts, SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 from cachet.config import CachetConfig, ContractConfig
-from cachet.config.enums import Role
 from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
-from cachet.kafka import MAX_RECORD_BYTES, producer_settings
-from cachet.topics import Topic
-from materializers.live_view import LiveView
-from materializers.view import ViewEntry
-from producers.read_audit import ReadAudit
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
-from schemas.events import EventType
+from cachet.verdict import EntryFacts
 
-__all__ = ["CacheNode", "NodeHealth", "NodeKeys"]
+__all__ = ["CacheNode", "L1Cache", "L1Entry", "NodeHealth", "NodeKeys"]
 
 DATA_MASTER_KEY_ID = "cachet:data-master"
 COMMITMENT_KEY_ID = "cachet:commitment"
@@ -143,9 +142,126 @@ class NodeHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
+class L1Entry:
+    """A decrypted entry the L1 serves: the view entry, its plaintext, and the
+    facts a read evaluates against its contract (derived once, when cached)."""
+
     entry: ViewEntry
     plaintext: bytes
+    facts: EntryFacts
+
+
+class _ChangeStamps(LRUCache[bytes, int]):
+    """Per key hash: the stamp of its last change, at most ``maxsize`` keys.
+
+    ``floor`` is the highest stamp ever dropped to make room; a key without
+    a stamp reports it (see :class:`L1Cache` for why that keeps the race
+    fix sound).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.floor = 0
+
+    def popitem(self) -> tuple[bytes, int]:
+        key_hash, stamp = super().popitem()
+        self.floor = max(self.floor, stamp)
+        return key_hash, stamp
+
+
+class L1Cache:
+    """A node's in-process cache of decrypted entries: a bounded LRU that a
+    change to a key empties for good, whatever reads race it.
+
+    Promise: once :meth:`evict` for a key returned, the cache holds nothing
+    for that key that a read took its :meth:`generation` for before that
+    :meth:`evict` began, and never will (:meth:`put` refuses it). A read
+    takes the generation before it reads the view; the view calls
+    :meth:`evict` after it committed a change. So a value read from the view
+    before a change can never be served from L1 after it.
+
+    One lock makes :meth:`put`'s check-then-set and :meth:`evict`'s
+    bump-then-pop atomic with respect to each other: without it a put could
+    pass its check, the poll thread evict, and the put then store the
+    superseded value after the evict (for good: nothing evicts it again).
+
+    Generations: a node-wide counter stamps every change; a key's generation
+    is its last stamp. The stamps are bounded like the entries (LRU of
+    ``max_entries`` keys); a key whose stamp was dropped reports ``floor``,
+    the highest stamp ever dropped. So a key's generation never decreases
+    (its stamp ``s`` is only ever replaced by ``floor >= s`` or by a newer,
+    larger stamp) and every evict raises it above any value handed out
+    before (a new stamp exceeds every earlier stamp, hence the floor). A
+    generation taken before an evict therefore never matches after it, even
+    when the key's stamp was dropped in between; naively forgetting the
+    stamp (generation back to 0) would let exactly that stale put back in.
+    The price of the floor is only spurious refusals: a drop raises the
+    generation of every unstamped key, so reads in flight for those keys do
+    not fill the cache this once.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError(f"L1 max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: LRUCache[bytes, L1Entry] = LRUCache(max_entries)
+        self._stamps = _ChangeStamps(max_entries)
+        self._last_stamp = 0
+
+    def _generation(self, key_hash: bytes) -> int:  # holding the lock
+        stamp = self._stamps.get(key_hash)
+        return self._stamps.floor if stamp is None else stamp
+
+    def lookup(self, key_hash: bytes) -> tuple[L1Entry, None] | tuple[None, int]:
+        """The cached entry, or (when nothing is cached) the key's
+        generation: one step before reading the view; pass the generation
+        to :meth:`put`. (A hit puts nothing, so it takes no generation.)"""
+        with self._lock:
+            cached = self._entries.get(key_hash)
+            if cached is not None:
+                return cached, None
+            return None, self._generation(key_hash)
+
+    def get(self, key_hash: bytes) -> L1Entry | None:
+        with self._lock:
+            return self._entries.get(key_hash)
+
+    def generation(self, key_hash: bytes) -> int:
+        """Take before reading the view; pass to :meth:`put`."""
+        with self._lock:
+            return self._generation(key_hash)
+
+    def put(self, cached: L1Entry, generation: int) -> bool:
+        """Cache ``cached`` unless its key changed since ``generation`` was
+        taken (a read that raced a change must not refill L1 with what it
+        read). Returns whether it was cached."""
+        key_hash = cached.entry.key_hash
+        with self._lock:
+            current = self._generation(key_hash)
+            if current != generation:
+                return False
+            self._entries[key_hash] = cached
+            return True
+
+    def evict(self, key_hash: bytes) -> None:
+        """The key changed (in the view, or was invalidated): drop its entry
+        and refuse every put whose generation was taken before now."""
+        with self._lock:
+            self._last_stamp += 1
+            self._stamps[key_hash] = self._last_stamp
+            self._entries.pop(key_hash, None)
+
+    def clear(self) -> int:
+        """Drop every entry; returns how many there were."""
+        with self._lock:
+            n = len(self._entries)
+            self._entries.clear()
+            return n
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
 
 
 class CacheNode:
@@ -168,44 +284,26 @@ class CacheNode:
         self.contracts: Mapping[str, ContractConfig] = config.contracts
         self.hasher = IdentifierHasher(keys.identifier_secret)
         self.codec = EventCodec()
-
-        def client() -> Producer:
-            return Producer(producer_settings(bootstrap_servers, config.kafka.producer_overrides))
-
-        self.producer = SealingProducer(
-            client(),
-            self.codec,
-            self.names,
-            keys.identity,
-            keys.signing,
-            SealingSettings(
-                config.attestation.seal_batch_max_events,
-                config.attestation.seal_batch_max_ms,
-                # The sealing producer refuses what the client would refuse later.
-                max_message_bytes=int(
-                    config.kafka.producer_overrides.get("message.max.bytes", MAX_RECORD_BYTES)
-                ),
-            ),
-            producer_factory=client,
+        self.producer = SealingProducer.from_config(
+            config, bootstrap_servers, keys.identity, keys.signing, codec=self.codec
         )
-        self._l1: dict[bytes, _Cached] = {}
-        self._l1_gen: dict[bytes, int] = {}
-        self.view = LiveView.open(
+        # Alerts are events in the signed ledger like any other.
+        self.alert = LedgerAlerts(self.producer, f"node {self.node_id}")
+        self.l1 = L1Cache(config.node.l1_max_entries)
+        # Cache keys hash through a keyed SHA3 HMAC; a read hashes each key
+        # once per L1 lifetime, not once per read (bounded like the L1).
+        self._key_hashes = functools.lru_cache(maxsize=config.node.l1_max_entries)(self.hasher.key)
+        self.view = LiveView.from_config(
+            config,
+            bootstrap_servers,
+            keys.anchor,
             data_dir / f"view-{self.node_id}",
-            bootstrap_servers=bootstrap_servers,
-            names=self.names,
-            anchor=keys.anchor,
-            required=config.attestation.schemes,
             alert=self.alert,
-            partitions={t: config.kafka.partitions_for(t) for t in Topic},
-            history_depth=config.state_machine.audit_trail_depth,
-            unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
             on_change=self._evict,
             # The log (and the broker's memory of our producer session) is
             # gone: go on, and alert, on a new epoch the broker accepts.
             on_log_vanished=self.producer.new_epoch,
             codec=self.codec,
-            name=f"view-{self.node_id}",
         )
         self.audit = ReadAudit(
             self.producer,
@@ -254,43 +352,39 @@ class CacheNode:
                 key=name.encode(),
             )
 
-    def alert(self, event_type: EventType, payload: dict[str, Any]) -> None:
-        """Alerts are events in the signed ledger like any other."""
-        try:
-            self.producer.emit(event_type, payload)
-        except Exception:  # noqa: BLE001 - alerting must never take the node down
-            log.exception("node %s: alert %s not emitted", self.node_id, event_type.value)
-
     # -- L1 ---------------------------------------------------------------
 
     def _evict(self, key_hash: bytes) -> None:
-        self._l1_gen[key_hash] = self._l1_gen.get(key_hash, 0) + 1
-        self._l1.pop(key_hash, None)
+        self.l1.evict(key_hash)
 
-    def l1_get(self, key_hash: bytes) -> _Cached | None:
-        return self._l1.get(key_hash)
+    def key_hash(self, namespace: str, key: str) -> bytes:
+        """``hasher.key(namespace, key)``, from a bounded LRU of recent keys."""
+        return self._key_hashes(namespace, key)
+
+    def l1_get(self, key_hash: bytes) -> L1Entry | None:
+        return self.l1.get(key_hash)
+
+    def l1_lookup(self, key_hash: bytes) -> tuple[L1Entry, None] | tuple[None, int]:
+        """The cached entry and the key's generation (see :meth:`L1Cache.lookup`)."""
+        return self.l1.lookup(key_hash)
 
     def l1_generation(self, key_hash: bytes) -> int:
         """Take before reading the view; pass to :meth:`l1_put`."""
-        return self._l1_gen.get(key_hash, 0)
+        return self.l1.generation(key_hash)
 
-    def l1_put(self, entry: ViewEntry, plaintext: bytes, generation: int) -> None:
+    def l1_put(
+        self, entry: ViewEntry, plaintext: bytes, facts: EntryFacts, generation: int
+    ) -> bool:
         """Cache a decrypted entry unless the key changed since ``generation``
         was taken (a read that raced a change must not refill L1 with it)."""
-        if self._l1_gen.get(entry.key_hash, 0) == generation:
-            self._l1[entry.key_hash] = _Cached(entry, plaintext)
+        return self.l1.put(L1Entry(entry, plaintext, facts), generation)
 
     def evict_all(self) -> int:
-        n = len(self._l1)
-        self._l1.clear()
-        return n
+        """Drop every cached value and key hash; returns how many values."""
+        self._key_hashes.cache_clear()
+        return self.l1.clear()
 
-    # -- clients and lifecycle ---------------------------------------------
-
-    def client(self, role: Role = Role.OWNER, scope: str | None = None) -> Any:
-        from producers.cache_client import CacheClient
-
-        return CacheClient(self, role, scope)
+    # -- lifecycle -----------------------------------------------------
 
     def wait_caught_up(self, timeout_s: float = 30.0, *, ticks: bool = True) -> bool:
         """Wait until the view reached the end of the log (and, with ``ticks``,

@@ -3,7 +3,7 @@
 ``GET /health`` answers 200 while the node serves (caught up, ticks within
 the tightest contract, no discontinuity, writes acknowledged) and 503
 otherwise, with the reasons; its JSON carries the view's ``state_hash``
-(:class:`producers.cache_node.NodeHealth`). ``GET /metrics`` is
+(:class:`cachet.producers.cache_node.NodeHealth`). ``GET /metrics`` is
 Prometheus text. ``POST /v1/{put,get,revoke,confirm}`` take and return JSON
 (values base64). It binds to loopback unless told otherwise: it carries no
 authentication of its own, so a deployment puts it behind its own.
@@ -41,12 +41,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn
 
+from cachet.producers.cache_client import CacheClient, InvalidArgument, WriteNotAcknowledged
+from cachet.producers.cache_node import CacheNode
 from prometheus_client import generate_latest
 
 from cachet.config.enums import Role
 from cachet.errors import CachetError
-from producers.cache_client import InvalidArgument, WriteNotAcknowledged
-from producers.cache_node import CacheNode
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _dispatch(self, path: str, req: dict[str, Any]) -> dict[str, Any]:
-        client = self.node.client(_role(req), _optional_str(req, "scope"))
+        client = CacheClient(self.node, _role(req), _optional_str(req, "scope"))
         ns = _str(req, "namespace", "default")
         if path == "/v1/put":
             r = client.put(
@@ -412,10 +412,13 @@ def _base64(req: dict[str, Any], name: str) -> bytes:
 
 def _role(req: dict[str, Any]) -> Role:
     value = _get(req, "role", Role.OWNER.value)
-    roles = ", ".join(r.value for r in Role)
+    roles = ", ".join(r.value for r in Role if r is not Role.UNKNOWN)
     if not isinstance(value, str):
         _wrong("role", f"one of {roles}", value)
     try:
-        return Role(value)
+        role = Role(value)
     except ValueError:
-        raise _Refused(400, f"field 'role' must be one of {roles}, got {value!r}", "role") from None
+        role = Role.UNKNOWN
+    if role is Role.UNKNOWN:  # the wire's fallback for newer roles, never a caller's
+        raise _Refused(400, f"field 'role' must be one of {roles}, got {value!r}", "role")
+    return role

@@ -24,9 +24,10 @@ import threading
 import time
 from typing import Any
 
+from cachet.producers.sealing import SealingError, SealingProducer
+from cachet.schemas.events import EventType
+
 from cachet.config.enums import AuditMode
-from producers.sealing import SealingError, SealingProducer
-from schemas.events import EventType
 
 __all__ = ["ReadAudit"]
 

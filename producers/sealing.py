@@ -38,8 +38,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachet.schemas.codec import EncodeError, EventCodec
+from cachet.schemas.events import TOPIC_OF_EVENT, Event, EventType, SealRef, new_event, uuid7
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from cachet.clock import SYSTEM_CLOCK, Clock
+from cachet.config import CachetConfig
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from cachet.crypto.seal import (
     PrivateKeySet,
@@ -49,11 +53,9 @@ from cachet.crypto.seal import (
     sign_header,
 )
 from cachet.errors import CachetError
-from cachet.kafka import MAX_RECORD_BYTES
+from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id
-from cachet.topics import TOPIC_OF_EVENT, Topic, TopicNames
-from schemas.codec import EncodeError, EventCodec
-from schemas.events import Event, EventType, SealRef, new_event, uuid7
+from cachet.topics import Topic, TopicNames
 
 __all__ = [
     "AcknowledgementTimeout",
@@ -63,6 +65,7 @@ __all__ = [
     "EpochRestart",
     "EventNotDelivered",
     "InvalidEvent",
+    "LedgerAlerts",
     "NotAcknowledged",
     "ProducerHealth",
     "ProducerPosition",
@@ -75,10 +78,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class SealingError(CachetError):
@@ -146,8 +145,8 @@ class SealingSettings:
     """Batching, limits and health thresholds of one sealing producer.
 
     ``max_message_bytes`` must not exceed the client's ``message.max.bytes``
-    (default: :data:`cachet.kafka.MAX_RECORD_BYTES`, what
-    :func:`cachet.kafka.producer_settings` configures). ``ack_warn_ms``: an
+    (default: :data:`cachet.kafka.settings.MAX_RECORD_BYTES`, what
+    :func:`cachet.kafka.settings.producer_settings` configures). ``ack_warn_ms``: an
     event unacknowledged for longer is a health problem. ``restart_report_ms``:
     how long an epoch restart stays a health problem.
     """
@@ -157,6 +156,20 @@ class SealingSettings:
     max_message_bytes: int = MAX_RECORD_BYTES
     ack_warn_ms: int = 5_000
     restart_report_ms: int = 300_000
+
+    @classmethod
+    def from_config(cls, config: CachetConfig) -> SealingSettings:
+        """Batching from ``[attestation]``; the size limit from the client's
+        ``message.max.bytes`` in ``[kafka] producer_overrides`` (default
+        :data:`~cachet.kafka.settings.MAX_RECORD_BYTES`), so the sealing
+        producer refuses up front what the client would refuse later."""
+        return cls(
+            batch_max_events=config.attestation.seal_batch_max_events,
+            batch_max_ms=config.attestation.seal_batch_max_ms,
+            max_message_bytes=int(
+                config.kafka.producer_overrides.get("message.max.bytes", MAX_RECORD_BYTES)
+            ),
+        )
 
 
 @dataclass(slots=True)
@@ -316,7 +329,13 @@ class SealRecord:
 
 
 class SealingProducer:
-    """Emits events into the signed ledger under one producer identity."""
+    """Emits events into the signed ledger under one producer identity.
+
+    ``clock`` stamps events and seals (wall clock) and times batch windows
+    and acknowledgement ages (monotonic clock). ``producer_factory`` makes
+    the client of a new epoch (:meth:`new_epoch`, which refuses without
+    one). :meth:`from_config` builds one as a deployment configures it.
+    """
 
     def __init__(
         self,
@@ -327,7 +346,7 @@ class SealingProducer:
         key_set: PrivateKeySet,
         settings: SealingSettings = SealingSettings(),
         *,
-        clock_us: Callable[[], int] = _now_us,
+        clock: Clock = SYSTEM_CLOCK,
         epoch: str | None = None,
         on_seal: Callable[[SealRecord], None] | None = None,
         producer_factory: Callable[[], Producer] | None = None,
@@ -339,9 +358,11 @@ class SealingProducer:
         self._names = names
         self._key_set = key_set
         self._settings = settings
-        self._clock_us = clock_us
+        self._clock = clock
         self._on_seal = on_seal
-        self.producer_id = epoch_producer_id(identity, epoch or uuid7().replace("-", "")[:16])
+        self.producer_id = epoch_producer_id(
+            identity, epoch or uuid7(clock.now_us()).replace("-", "")[:16]
+        )
         self._lock = threading.Condition()
         self._next_seq = 0
         self._next_seal = 0
@@ -365,6 +386,45 @@ class SealingProducer:
         )
         self._signer.start()
         self._ticker.start()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CachetConfig,
+        bootstrap_servers: str,
+        identity: str,
+        key_set: PrivateKeySet,
+        *,
+        codec: EventCodec | None = None,
+        names: TopicNames | None = None,
+        settings: SealingSettings | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        on_seal: Callable[[SealRecord], None] | None = None,
+    ) -> SealingProducer:
+        """A producer for ``identity`` as ``config`` deploys it.
+
+        The client (and the client of every new epoch) gets
+        :func:`~cachet.kafka.settings.producer_settings` with ``[kafka]
+        producer_overrides``; topics are ``names`` (default: ``config``'s);
+        ``settings`` default to :meth:`SealingSettings.from_config`.
+        ``key_set`` must be registered under ``identity`` for its events to
+        verify.
+        """
+
+        def client() -> Producer:
+            return Producer(producer_settings(bootstrap_servers, config.kafka.producer_overrides))
+
+        return cls(
+            client(),
+            codec or EventCodec(),
+            names or config.kafka.topic_names(),
+            identity,
+            key_set,
+            settings or SealingSettings.from_config(config),
+            clock=clock,
+            on_seal=on_seal,
+            producer_factory=client,
+        )
 
     # -- the hot path ---------------------------------------------------
 
@@ -454,7 +514,8 @@ class SealingProducer:
                 payload,
                 producer_id=self.producer_id,
                 producer_seq=seq,
-                occurred_at_us=occurred_at_us if occurred_at_us is not None else self._clock_us(),
+                occurred_at_us=occurred_at_us,
+                clock=self._clock.now_us,
                 seal_ref=SealRef(seal_seq, seq - first_seq),
             )
             try:
@@ -468,7 +529,9 @@ class SealingProducer:
             # can be given back, under the same lock (nobody saw them).
             opened = batch is None
             if batch is None:
-                batch = self._open = _Batch(self.producer_id, seal_seq, seq, time.monotonic())
+                batch = self._open = _Batch(
+                    self.producer_id, seal_seq, seq, self._clock.monotonic()
+                )
                 self._next_seal += 1
             self._next_seq += 1
             batch.leaf_hashes.append(leaf_hash(data))
@@ -476,7 +539,7 @@ class SealingProducer:
             delivery = Delivery(event, topic_name, self._poll)
             token = self._emitted
             self._emitted += 1
-            self._unacked[token] = _Pending(self.producer_id, time.monotonic(), delivery)
+            self._unacked[token] = _Pending(self.producer_id, self._clock.monotonic(), delivery)
             kwargs: dict[str, Any] = {"key": key, "value": data, "headers": header_list}
             if partition is not None:
                 kwargs["partition"] = partition
@@ -566,7 +629,7 @@ class SealingProducer:
                 if self._closing:
                     return
                 b = self._open
-                if b is not None and time.monotonic() - b.opened_at >= window_s:
+                if b is not None and self._clock.monotonic() - b.opened_at >= window_s:
                     self._close_open_batch()
                 self._lock.wait(min(window_s / 4, 0.05))
 
@@ -613,7 +676,7 @@ class SealingProducer:
                     self._lock.notify_all()
 
     def _seal(self, batch: _Batch) -> None:
-        closed_at = time.monotonic()
+        closed_at = self._clock.monotonic()
         header = SealHeader(
             producer_id=batch.epoch,
             seal_seq=batch.seal_seq,
@@ -622,7 +685,7 @@ class SealingProducer:
             merkle_root=root_from_leaf_hashes(batch.leaf_hashes),
             prev_seal_hash=self._prev_hash,
             key_set_id=self._key_set.key_set_id,
-            sealed_at_us=self._clock_us(),
+            sealed_at_us=self._clock.now_us(),
             leaf_topics_digest=leaf_topics_digest(batch.leaf_topics),
         )
         signatures = sign_header(header, self._key_set)
@@ -664,6 +727,7 @@ class SealingProducer:
             producer_id=batch.epoch,
             producer_seq=header.seal_seq,
             occurred_at_us=header.sealed_at_us,
+            clock=self._clock.now_us,
         )
         # Keyed by producer id: one partition per producer keeps its chain in order.
         self._producer.produce(
@@ -674,7 +738,9 @@ class SealingProducer:
                 self._prev_hash = seal_hash(header, signatures)
                 self._sealed_through = header.first_producer_seq + header.tree_size
         if self._on_seal:
-            self._on_seal(SealRecord(seal, len(batch.leaf_hashes), closed_at, time.monotonic()))
+            self._on_seal(
+                SealRecord(seal, len(batch.leaf_hashes), closed_at, self._clock.monotonic())
+            )
 
     # -- lifecycle --------------------------------------------------------
 
@@ -696,7 +762,9 @@ class SealingProducer:
             old_id = self.producer_id
             unsealed = self._next_seq - self._sealed_through
             self._producer = self._factory()
-            self.producer_id = epoch_producer_id(self._identity, uuid7().replace("-", "")[:16])
+            self.producer_id = epoch_producer_id(
+                self._identity, uuid7(self._clock.now_us()).replace("-", "")[:16]
+            )
             self._next_seq = 0
             self._next_seal = 0
             self._sealed_through = 0
@@ -706,7 +774,7 @@ class SealingProducer:
                 self._open = None  # its events were produced under the old epoch
             self._restart_count += 1
             self._restarts.append(
-                EpochRestart(self._clock_us(), old_id, self.producer_id, reason, unsealed)
+                EpochRestart(self._clock.now_us(), old_id, self.producer_id, reason, unsealed)
             )
             del self._restarts[:-_MAX_RESTARTS_KEPT]
         old.purge()
@@ -752,9 +820,9 @@ class SealingProducer:
         epoch within the last ``restart_report_ms``.
         """
         with self._lock:
-            now_us = self._clock_us()
+            now_us = self._clock.now_us()
             oldest = next(iter(self._unacked.values()), None)
-            age = time.monotonic() - oldest.since if oldest is not None else None
+            age = self._clock.monotonic() - oldest.since if oldest is not None else None
             problems: list[str] = []
             if self._error is not None:
                 problems.append(f"sealing producer {self.producer_id} failed: {self._error}")
@@ -825,3 +893,30 @@ class SealingProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LedgerAlerts:
+    """Alerts as sealed events in the ledger, emitted through ``producer``.
+
+    An :data:`~cachet.kafka.verifying.AlertEmitter` (call it with the alert's
+    event type and payload) that never raises: verifiers raise alerts from
+    inside their consumer's handlers, and an alert that cannot be sent must
+    not take the node or processor down with it. A failure is logged,
+    naming ``source`` (default: the producer's identity).
+    """
+
+    __slots__ = ("_producer", "_source")
+
+    def __init__(self, producer: SealingProducer, source: str | None = None) -> None:
+        self._producer = producer
+        self._source = source
+
+    def __call__(self, event_type: EventType, payload: dict[str, Any]) -> None:
+        try:
+            self._producer.emit(event_type, payload)
+        except Exception:  # noqa: BLE001 - see the class docstring
+            log.exception(
+                "%s: alert %s not emitted",
+                self._source or self._producer.producer_id,
+                event_type.value,
+            )

@@ -9,11 +9,13 @@ encoding", so any Avro implementation can read it without a registry)::
     offset 10  ...      Avro binary body of one ``cachet.events.Envelope``
 
 The fingerprint names the writer schema. The codec knows the current schema
-set (``schemas/*.avsc``) and every released set (``schemas/history/*/``), so
-data written by any released producer decodes, resolved to the current
-reader schema. Anything else is a :class:`DecodeError` with a
-:class:`DecodeFailure` the caller can match on (the consume loop sends it to
-the dead-letter topic with that reason).
+set (``schemas/*.avsc``), every released set (``schemas/history/*/``) and
+every set it was taught at run time (:meth:`EventCodec.learn`, fed by the
+verifying consumer from anchor-signed SchemaSetPublished events), so data
+written by any of them decodes, resolved to the current reader schema.
+Anything else is a :class:`DecodeError` with a :class:`DecodeFailure` the
+caller can match on (the consume loop sends it to the dead-letter topic with
+that reason).
 """
 
 from __future__ import annotations
@@ -26,21 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastavro import schemaless_reader, schemaless_writer
-from fastavro.read import SchemaResolutionError
-from fastavro.schema import SchemaParseException
-from fastavro.validation import ValidationError, validate
-
-from cachet.errors import CachetError
-from schemas.events import Event, EventType, SealRef
-from schemas.loader import (
+from cachet.schemas.events import Event, EventType, SealRef
+from cachet.schemas.loader import (
     SCHEMA_DIR,
     SchemaLoadError,
     SchemaSet,
     history_dirs,
     load_schema_set,
     payload_branches,
+    schema_set_from_json,
 )
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException
+from fastavro.validation import ValidationError, validate
+
+from cachet.errors import CachetError
 
 __all__ = [
     "HEADER_LEN",
@@ -49,6 +52,7 @@ __all__ = [
     "DecodeFailure",
     "EncodeError",
     "EventCodec",
+    "SchemaSetRefused",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,15 @@ class DecodeError(CachetError):
 
 class EncodeError(CachetError):
     """An event that cannot be encoded: the message names the event type and why."""
+
+
+class SchemaSetRefused(CachetError):
+    """A schema set :meth:`EventCodec.learn` would not add; ``fingerprint`` is
+    the one announced, the message says why."""
+
+    def __init__(self, fingerprint: bytes, message: str) -> None:
+        super().__init__(f"schema set {fingerprint.hex()}: {message}")
+        self.fingerprint = fingerprint
 
 
 # --------------------------------------------------------------------------- codec
@@ -153,14 +166,54 @@ class EventCodec:
         """Fingerprints of every writer schema this codec decodes."""
         return frozenset(self._writers)
 
+    def learn(self, schema_json: str, fingerprint: bytes, *, source: str = "announced") -> bool:
+        """Adds the writer schema set ``schema_json`` (a self-contained envelope,
+        as :func:`~cachet.schemas.loader.envelope_json` writes it) under
+        ``fingerprint``; True if it was new, False if the codec knew it.
+
+        Only for verified announcements: the codec decodes with every set it
+        knows, and a set is the meaning of bytes (seals sign bytes, not
+        meaning), so the caller checks the trust anchor's signatures first
+        (the verifying consumer does). Raises :class:`SchemaSetRefused` when
+        the schema is not a valid envelope, when its CRC-64-AVRO is not
+        ``fingerprint``, or when a known set has that fingerprint but another
+        canonical form (a collision: CRC-64 is not collision resistant).
+        """
+        fingerprint = bytes(fingerprint)
+        if len(fingerprint) != HEADER_LEN - len(MAGIC):
+            raise SchemaSetRefused(fingerprint, f"a fingerprint is 8 bytes, not {len(fingerprint)}")
+        try:
+            learned = schema_set_from_json(schema_json, source)
+        except SchemaLoadError as exc:
+            raise SchemaSetRefused(fingerprint, f"not a valid envelope schema: {exc}") from exc
+        if learned.fingerprint != fingerprint:
+            raise SchemaSetRefused(
+                fingerprint,
+                f"the schema's CRC-64-AVRO fingerprint is {learned.fingerprint.hex()}",
+            )
+        known = self._writers.get(fingerprint)
+        if known is not None:
+            if known.canonical_form != learned.canonical_form:
+                raise SchemaSetRefused(
+                    fingerprint, "a different known schema set has this fingerprint"
+                )
+            return False
+        # Copy on write: decoders on other threads read the old or the new
+        # table, never one being changed.
+        self._writers = {**self._writers, fingerprint: learned}
+        log.info("learned schema set %s (%s)", fingerprint.hex(), source)
+        return True
+
     @staticmethod
-    def _index_branches(schema_set: SchemaSet) -> dict[EventType, _Branch]:
+    def _index_branches(schema_set: SchemaSet, complete: bool = True) -> dict[EventType, _Branch]:
         branches: dict[EventType, _Branch] = {}
         for raw in payload_branches(schema_set.envelope):
             short = raw["name"].rpartition(".")[2]
             try:
                 event_type = EventType(short)
             except ValueError as exc:
+                if not complete:
+                    continue  # a newer set's type this code cannot write
                 raise SchemaLoadError(f"payload branch {short} has no EventType") from exc
             branches[event_type] = _Branch(
                 fullname=raw["name"],
@@ -169,7 +222,7 @@ class EventCodec:
                 schema=schema_set.payloads[raw["name"]],
             )
         missing = set(EventType) - set(branches)
-        if missing:
+        if missing and complete:
             names = ", ".join(sorted(t.value for t in missing))
             raise SchemaLoadError(f"{schema_set.source}: no payload branch for {names}")
         return branches
@@ -178,10 +231,35 @@ class EventCodec:
 
     def encode(self, event: Event) -> bytes:
         """Returns ``C3 01 || fingerprint || body``; raises :class:`EncodeError`."""
+        return self._encode(event, self._current, self._branches)
+
+    def encode_with(self, event: Event, fingerprint: bytes) -> bytes:
+        """Encodes ``event`` with the known (released or learned) writer set
+        ``fingerprint`` instead of the current one.
+
+        For schema-set announcements, which are written with the set every
+        reader already knows (:data:`cachet.schemas.announcement.
+        ANNOUNCING_RELEASE`). Raises :class:`EncodeError` when the set is not
+        known or has no branch for the event's type.
+        """
+        writer = self._writers.get(bytes(fingerprint))
+        if writer is None:
+            raise EncodeError(f"schema set {bytes(fingerprint).hex()} is not known to this codec")
+        if writer is self._current:
+            return self.encode(event)
         try:
-            branch = self._branches[event.type]
+            branches = self._index_branches(writer, complete=False)
+        except SchemaLoadError as exc:
+            raise EncodeError(f"schema set {writer.fingerprint.hex()}: {exc}") from exc
+        return self._encode(event, writer, branches)
+
+    def _encode(self, event: Event, writer: SchemaSet, branches: dict[EventType, _Branch]) -> bytes:
+        try:
+            branch = branches[event.type]
         except (KeyError, TypeError) as exc:
-            raise EncodeError(f"{event.type!r}: not an EventType") from exc
+            raise EncodeError(
+                f"{event.type!r}: not an EventType of schema set {writer.fingerprint.hex()}"
+            ) from exc
         name = branch.fullname.rpartition(".")[2]
         payload = event.payload
         if not isinstance(payload, dict):
@@ -220,9 +298,9 @@ class EventCodec:
         self._check_envelope(name, record)
         buf = io.BytesIO()
         buf.write(MAGIC)
-        buf.write(self.fingerprint)
+        buf.write(writer.fingerprint)
         try:
-            schemaless_writer(buf, self._current.parsed, record)
+            schemaless_writer(buf, writer.parsed, record)
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
             raise EncodeError(f"{name}: {type(exc).__name__}: {exc}") from exc
         return buf.getvalue()

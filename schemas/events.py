@@ -2,9 +2,11 @@
 
 An :class:`Event` is what travels in every topic: an envelope (id, event
 time, producer identity and sequence, optional seal reference) around one
-payload record. Payloads are plain fastavro-shaped dicts (enum symbols as
-str, hashes as bytes) whose shape the ``schemas/*.avsc`` files define; the
-codec (``schemas.codec``) checks them against the schema on encode.
+payload record. On an Event, payloads are plain fastavro-shaped dicts (enum
+symbols as str, hashes as bytes) whose shape the ``schemas/*.avsc`` files
+define; the codec (``cachet.schemas.codec``) checks them against the schema
+on encode. Code builds and reads them as the typed classes of
+:mod:`cachet.schemas.payloads`, converting only at that boundary.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachet.clock import SYSTEM_CLOCK
+from cachet.crypto.signing import SignatureScheme, key_id
+from cachet.topics import Topic
+
 __all__ = [
+    "TOPIC_OF_EVENT",
     "Event",
     "EventType",
     "SAMPLE_PAYLOADS",
     "SealRef",
     "new_event",
-    "now_us",
     "uuid7",
 ]
 
@@ -52,6 +57,7 @@ class EventType(str, enum.Enum):  # noqa: UP042 -- the agreed API; StrEnum chang
     INTEGRITY_FAILURE = "IntegrityFailure"
     UNSEALED_TIMEOUT = "UnsealedTimeout"
     LOG_DISCONTINUITY = "LogDiscontinuity"
+    SCHEMA_SET_PUBLISHED = "SchemaSetPublished"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +81,6 @@ class Event:
     seal_ref: SealRef | None = None
 
 
-def now_us() -> int:
-    """Wall-clock time in microseconds since the epoch (the default clock)."""
-    return time.time_ns() // 1000
-
-
 def uuid7(now_us: int | None = None, rand: Callable[[int], bytes] = os.urandom) -> str:
     """An RFC 9562 UUIDv7 for ``now_us`` (default: now), as lowercase text.
 
@@ -88,7 +89,7 @@ def uuid7(now_us: int | None = None, rand: Callable[[int], bytes] = os.urandom) 
     time to 1/4096 ms), variant 10, 62 random bits from ``rand``.
     """
     if now_us is None:
-        now_us = time.time_ns() // 1000
+        now_us = SYSTEM_CLOCK.now_us()
     if now_us < 0:
         raise ValueError(f"uuid7: time {now_us} is before the epoch")
     millis, sub_us = divmod(now_us, 1000)
@@ -111,10 +112,11 @@ def new_event(
     producer_seq: int,
     occurred_at_us: int | None = None,
     seal_ref: SealRef | None = None,
-    clock: Callable[[], int] = now_us,
+    clock: Callable[[], int] = SYSTEM_CLOCK.now_us,
     rand: Callable[[int], bytes] = os.urandom,
 ) -> Event:
-    """A new event with a fresh UUIDv7; event time defaults to ``clock()``."""
+    """A new event with a fresh UUIDv7; event time defaults to ``clock()``
+    (wall clock, microseconds: e.g. a :class:`~cachet.clock.Clock`'s ``now_us``)."""
     created_us = clock()
     return Event(
         type=EventType(type),
@@ -134,21 +136,30 @@ def _h(label: str) -> bytes:
     return hashlib.sha3_256(label.encode()).digest()
 
 
-_SIGS = [
-    {"algorithm": "ML-DSA-65", "key_id": "anchor-mldsa-01", "signature": bytes(range(64))},
-    {"algorithm": "FN-DSA-512", "key_id": "anchor-fndsa-01", "signature": bytes(range(40))},
-    {"algorithm": "SLH-DSA-SHA2-128f", "key_id": "anchor-slhdsa-01", "signature": bytes(96)},
-]
-_KEYS = [
-    {"algorithm": "ML-DSA-65", "key_id": "quotes-svc-mldsa-02", "public_key": _h("pk-mldsa")},
-    {"algorithm": "FN-DSA-512", "key_id": "quotes-svc-fndsa-02", "public_key": _h("pk-fndsa")},
-    {"algorithm": "SLH-DSA-SHA2-128f", "key_id": "quotes-svc-slh-02", "public_key": _h("pk-slh")},
-]
-_SYSTEM_EXPIRY = {"kind": "SYSTEM_EXPIRY", "key_id": None, "role": None}
+def _signature_line(scheme: SignatureScheme, owner: str, size: int) -> dict[str, Any]:
+    public = _h(f"pk:{owner}:{scheme.value}")
+    return {"algorithm": scheme.value, "key_id": key_id(scheme, public), "signature": bytes(size)}
+
+
+def _public_key(scheme: SignatureScheme, owner: str) -> dict[str, Any]:
+    public = _h(f"pk:{owner}:{scheme.value}")
+    return {"algorithm": scheme.value, "key_id": key_id(scheme, public), "public_key": public}
+
+
+_SCHEMES = (
+    SignatureScheme.ML_DSA_65,
+    SignatureScheme.FN_DSA_512,
+    SignatureScheme.SLH_DSA_SHA2_128F,
+)
+_SIGS = [_signature_line(s, "anchor", n) for s, n in zip(_SCHEMES, (64, 40, 96), strict=True)]
+_KEYS = [_public_key(s, "quotes-svc") for s in _SCHEMES]
+_PRODUCER = "quotes-svc@19a2f3c4d5e"  # identity@epoch (lowercase hex), as in envelopes
+_TENANT = _h("tenant:acme").hex()  # the tenant's keyed hash, never its id
 _T0 = 1_790_000_000_000_000  # 2026-09-21, microseconds
 
 # One valid, realistic payload per event type, every field present (so a
-# decoded sample compares equal). Tests and `cachet demo` round-trip these.
+# decoded sample compares equal), every value spelled as the code writes it.
+# Tests and `cachet demo` round-trip these.
 SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.CACHE_WRITTEN: {
         "key_hash": _h("key:quote:AAPL"),
@@ -174,8 +185,8 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "version": 2,
         "from_state": "ACTIVE",
         "to_state": "SUPERSEDED",
-        "authority": {"kind": "KEY", "key_id": "quotes-svc-mldsa-02", "role": "OWNER"},
-        "reason": "superseded_by_v3",
+        "authority": {"kind": "KEY", "key_id": "ks-quotes-02", "role": "owner"},
+        "reason": "superseded by version 3",
         "prev_event_hash": _h("event:quote:AAPL:v3"),
     },
     EventType.CACHE_READ: {
@@ -192,7 +203,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
             "headroom_ms": 545,
             "view_lag_ms": 35,
         },
-        "reader_role": "OWNER",
+        "reader_role": "owner",
         "node_id": "node-a",
     },
     EventType.INVALIDATED: {
@@ -200,8 +211,8 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "namespace": "quotes",
         "mode": "EAGER",
         "version": None,
-        "authority": {"kind": "SYSTEM_CONTRACT", "key_id": None, "role": None},
-        "reason": "source_changed",
+        "authority": {"kind": "KEY", "key_id": "ks-quotes-02", "role": "owner"},
+        "reason": "source changed",
     },
     EventType.WATERMARK_TICK: {
         "ticker_id": "ticker-1",
@@ -233,7 +244,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "producer_id": "quotes-svc",
         "key_set_id": "ks-quotes-01",
         "compromised_at_us": _T0 - 60_000_000,
-        "reason": "host_compromise",
+        "reason": "key-compromise",
         "anchor_signatures": _SIGS,
     },
     EventType.ROLE_GRANTED: {
@@ -262,13 +273,13 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
     EventType.KV_SCRUB_REQUESTED: {
         "worker_id": None,
         "trigger": "ERASURE",
-        "tenant": "tenant-acme",
+        "tenant": _TENANT,
         "request_id": None,
         "subject_hash": _h("subject:user-1234"),
     },
     EventType.KV_SCRUB_COMPLETED: {
         "worker_id": "gpu-worker-0",
-        "tenant": "tenant-acme",
+        "tenant": _TENANT,
         "request_id": "req-9f2c",
         "trigger": "REQUEST_FINISHED",
         "blocks": 64,
@@ -281,15 +292,15 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
     },
     EventType.KV_BLOCK_QUARANTINED: {
         "worker_id": "gpu-worker-0",
-        "tenant": "tenant-acme",
+        "tenant": _TENANT,
         "request_id": "req-9f2c",
         "blocks": 2,
         "bytes": 2 * 65536,
-        "reason": "nonzero_after_scrub",
+        "reason": "VERIFY_FAILED",
         "coverage": 0.5,
     },
     EventType.SEAL: {
-        "producer_id": "quotes-svc",
+        "producer_id": _PRODUCER,
         "seal_seq": 88,
         "prev_seal_hash": _h("seal:quotes-svc:87"),
         "merkle_root": _h("root:quotes-svc:88"),
@@ -310,17 +321,17 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "node_id": "node-b",
     },
     EventType.INTEGRITY_FAILURE: {
-        "status": "BAD_SIGNATURE",
-        "producer_id": "quotes-svc",
+        "status": "signature_invalid.fn-dsa-512",
+        "producer_id": _PRODUCER,
         "seal_seq": 88,
         "producer_seq": None,
         "topic": "cachet.seals",
         "partition": 0,
         "offset": 9_120,
-        "detail": "FN-DSA-512 signature does not verify under quotes-svc-fndsa-02",
+        "detail": f"fn-dsa-512 signature does not verify under key {_KEYS[1]['key_id']}",
     },
     EventType.UNSEALED_TIMEOUT: {
-        "producer_id": "quotes-svc",
+        "producer_id": _PRODUCER,
         "producer_seq": 4_203,
         "waited_ms": 30_000,
         "topic": "cachet.entries",
@@ -328,7 +339,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "offset": 77_001,
     },
     EventType.LOG_DISCONTINUITY: {
-        "kind": "offset_below_low_watermark",
+        "kind": "below_low_watermark",
         "topic": "cachet.entries",
         "partition": 5,
         "expected_offset": 1_000,
@@ -336,4 +347,37 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "producer_id": None,
         "detail": "stored offset 1000 is below the log start 4096",
     },
+    EventType.SCHEMA_SET_PUBLISHED: {
+        "release": "v1",
+        "fingerprint": bytes.fromhex("e80bfe7255dacc1e"),
+        # Real announcements carry the whole envelope (tens of kilobytes).
+        "schema_json": '{"type":"record","name":"cachet.events.Envelope","fields":[]}',
+        "anchor_signatures": _SIGS,
+    },
+}
+
+
+# Where each event type lives (DESIGN.md, "Topics").
+TOPIC_OF_EVENT: dict[EventType, Topic] = {
+    EventType.CACHE_WRITTEN: Topic.ENTRIES,
+    EventType.STATE_TRANSITIONED: Topic.ENTRIES,
+    EventType.CACHE_READ: Topic.READS,
+    EventType.INVALIDATED: Topic.INVALIDATIONS,
+    EventType.WATERMARK_TICK: Topic.INVALIDATIONS,
+    EventType.CONTRACT_DEFINED: Topic.CONTROL,
+    EventType.SIGNING_KEY_REGISTERED: Topic.CONTROL,
+    EventType.SIGNING_KEY_ROTATED: Topic.CONTROL,
+    EventType.SIGNING_KEY_REVOKED: Topic.CONTROL,
+    EventType.ROLE_GRANTED: Topic.CONTROL,
+    EventType.ERASURE_REQUESTED: Topic.ERASURE,
+    EventType.ERASURE_COMPLETED: Topic.ERASURE,
+    EventType.KV_SCRUB_REQUESTED: Topic.KVSCRUB,
+    EventType.KV_SCRUB_COMPLETED: Topic.KVSCRUB,
+    EventType.KV_BLOCK_QUARANTINED: Topic.KVSCRUB,
+    EventType.SEAL: Topic.SEALS,
+    EventType.CONTRACT_VIOLATION: Topic.ALERTS,
+    EventType.INTEGRITY_FAILURE: Topic.ALERTS,
+    EventType.UNSEALED_TIMEOUT: Topic.ALERTS,
+    EventType.LOG_DISCONTINUITY: Topic.ALERTS,
+    EventType.SCHEMA_SET_PUBLISHED: Topic.CONTROL,
 }

@@ -5,7 +5,7 @@ A schema set is every ``*.avsc`` in one directory: the current set
 inlines each named type at its first use, so the envelope is one
 self-contained schema whose Parsing Canonical Form, and so whose CRC-64-AVRO
 fingerprint, does not depend on how the types are spread over files. The
-wire codec (:mod:`schemas.codec`) names a writer schema by that fingerprint.
+wire codec (:mod:`cachet.schemas.codec`) names a writer schema by that fingerprint.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ __all__ = [
     "SchemaLoadError",
     "SchemaSet",
     "crc64_avro",
+    "envelope_json",
     "history_dirs",
     "load_schema_set",
     "payload_branches",
+    "schema_set_from_json",
 ]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -185,8 +187,42 @@ def load_schema_set(directory: Path) -> SchemaSet:
         except (OSError, ValueError) as exc:
             raise SchemaLoadError(f"{path}: {exc}") from exc
         _collect(schema, "", registry, path)
+    return _build(directory, registry)
+
+
+def schema_set_from_json(schema_json: str, source: str) -> SchemaSet:
+    """The schema set whose self-contained envelope is ``schema_json``.
+
+    This is how a set published on the control topic (``SchemaSetPublished.
+    schema_json``) is read: one JSON document, the envelope with every named
+    type defined where first used, as :func:`envelope_json` writes it.
+    ``source`` names where it came from in errors (e.g. the release).
+    """
+    origin = Path(source)
+    try:
+        schema = json.loads(schema_json)
+    except ValueError as exc:
+        raise SchemaLoadError(f"{source}: schema is not JSON: {exc}") from exc
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise SchemaLoadError(f"{source}: schema is not an Avro record")
+    registry: dict[str, dict[str, Any]] = {}
+    try:
+        _collect(schema, "", registry, origin)
+    except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise SchemaLoadError(f"{source}: malformed schema: {exc!r}") from exc
+    return _build(origin, registry)
+
+
+def envelope_json(schema_set: SchemaSet) -> str:
+    """The set's self-contained envelope as one compact JSON document (docs and
+    logical types kept): what a SchemaSetPublished event carries."""
+    return json.dumps(schema_set.envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def _build(source: Path, registry: dict[str, dict[str, Any]]) -> SchemaSet:
+    """The schema set of the named types in ``registry``, rooted at the envelope."""
     if ENVELOPE_NAME not in registry:
-        raise SchemaLoadError(f"{directory}: no {ENVELOPE_NAME} defined")
+        raise SchemaLoadError(f"{source}: no {ENVELOPE_NAME} defined")
     try:
         envelope = _inline(ENVELOPE_NAME, "", registry, set())
         canonical = to_parsing_canonical_form(envelope)
@@ -198,10 +234,17 @@ def load_schema_set(directory: Path) -> SchemaSet:
             )
             for branch in payload_branches(envelope)
         }
-    except (SchemaParseException, ValueError, KeyError, TypeError) as exc:
-        raise SchemaLoadError(f"{directory}: invalid envelope schema: {exc}") from exc
+    except (
+        SchemaParseException,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:
+        raise SchemaLoadError(f"{source}: invalid envelope schema: {exc!r}") from exc
     fingerprint = struct.pack("<Q", crc64_avro(canonical.encode("utf-8")))
-    return SchemaSet(directory, envelope, canonical, fingerprint, parsed, payloads)
+    return SchemaSet(source, envelope, canonical, fingerprint, parsed, payloads)
 
 
 def history_dirs(schema_dir: Path) -> list[Path]:

@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from cachet.ops.broker import EmbeddedBroker
 
-from cachet.kafka import create_topics
+from cachet.kafka.settings import create_topics
 from cachet.topics import TopicNames
-from ops.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """``cachet bench NAME``: the one entry point for every benchmark.
 
-Each benchmark is a module ``ops.bench.NAME`` with ``run(quick, **options)``
+Each benchmark is a module ``cachet.ops.bench.NAME`` with ``run(quick, **options)``
 returning a dict of figures and ratios (its baseline measured in the same
 run) and ``format_report(result)`` for people. ``--json`` prints the dict as
 one JSON object on the last line.
@@ -13,13 +13,15 @@ import importlib
 import inspect
 import pkgutil
 
-import ops.bench
+import cachet.ops.bench
 from cachet.cli.context import CliContext, emit_json, fail
 
 
 def available() -> list[str]:
     return sorted(
-        m.name for m in pkgutil.iter_modules(ops.bench.__path__) if not m.name.startswith("_")
+        m.name
+        for m in pkgutil.iter_modules(cachet.ops.bench.__path__)
+        if not m.name.startswith("_")
     )
 
 
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     if args.name not in available():
         return fail(f"unknown benchmark {args.name!r}; available: {', '.join(available())}")
-    module = importlib.import_module(f"ops.bench.{args.name}")
+    module = importlib.import_module(f"cachet.ops.bench.{args.name}")
     options = {"config": CliContext.from_args(args).config}
     if args.device:
         options["device"] = args.device

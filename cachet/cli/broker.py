@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 
 from cachet.cli.context import CliContext
-from ops.broker import EmbeddedBroker
+from cachet.ops.broker import EmbeddedBroker
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     with broker:
         if args.topics:
-            from cachet.kafka import create_topics
+            from cachet.kafka.settings import create_topics
 
             create_topics(broker.bootstrap_servers, ctx.topic_names, ctx.config.kafka.partitions)
         print(f"bootstrap_servers={broker.bootstrap_servers}", flush=True)

@@ -25,10 +25,11 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cachet.cli.context import CliContext, emit_json, fail
 from cachet.crypto.registry import registration_statement
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet, SchemeStatus, SignatureLine, check_signatures
-from cachet.crypto.signing import SignatureScheme
 from cachet.errors import CachetError
-from cachet.kafka import consumer_settings, producer_settings
+from cachet.kafka.settings import consumer_settings, producer_settings
+from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.anchor import UNPINNED, load_anchor
 from cachet.ledger.cab import (
     BundleReport,
@@ -38,12 +39,11 @@ from cachet.ledger.cab import (
     build_bundle,
     verify_bundle,
 )
-from cachet.ledger.consumer import VerifyingConsumer
 from cachet.ledger.identity import identity_of
 from cachet.ledger.verifier import Applied
+from cachet.schemas.codec import DecodeError, EventCodec
+from cachet.schemas.events import EventType
 from cachet.topics import Topic, TopicNames
-from schemas.codec import DecodeError, EventCodec
-from schemas.events import EventType
 
 __all__ = ["DATA_TOPICS", "NOT_EXPORTABLE", "CabExportError", "export_bundle", "register"]
 

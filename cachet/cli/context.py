@@ -1,7 +1,8 @@
 """What every subcommand shares: the options, the config, the exit codes.
 
-The CLI is the one boundary that reads the environment (``CACHET_CONFIG``,
-``CACHET_BOOTSTRAP_SERVERS``); everything below it gets typed values.
+The environment (``CACHET_CONFIG``, ``CACHET_BOOTSTRAP_SERVERS``) is read in
+one place, :func:`cachet.config.load.resolve_config`, shared with
+``cachet.open``; everything below gets typed values.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachet.config import CachetConfig, load_config
+from cachet.config import CachetConfig
+from cachet.config.load import resolve_config
 from cachet.topics import TopicNames
 
 __all__ = ["CliContext", "common_options", "emit_json", "fail"]
@@ -58,18 +60,11 @@ class CliContext:
     """The loaded config with command-line and environment overrides applied."""
 
     config: CachetConfig
-    config_path: str | None
+    config_path: Path | None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CliContext:
-        path = args.config or os.environ.get("CACHET_CONFIG")
-        explicit = path is not None
-        if path is None and Path(DEFAULT_CONFIG).exists():
-            path = DEFAULT_CONFIG
-        config = load_config(path if (explicit or path) else None)
-        servers = args.bootstrap_servers or os.environ.get("CACHET_BOOTSTRAP_SERVERS")
-        if servers:
-            config = replace(config, kafka=replace(config.kafka, bootstrap_servers=servers))
+        config, path = resolve_config(args.config, args.bootstrap_servers, os.environ)
         return cls(config, path)
 
     @property

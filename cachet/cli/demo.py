@@ -28,18 +28,21 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from cachet.cli.context import CliContext
 from cachet.config import parse_config
 from cachet.config.enums import Role
-from cachet.consume import ConsumeLoop, DeadLetters, headers_dict
-from cachet.crypto.seal import PrivateKeySet, SignatureScheme
-from cachet.kafka import consumer_settings, create_topics, producer_settings
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import PrivateKeySet
+from cachet.kafka.consume import ConsumeLoop, DeadLetters, headers_dict
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import consumer_settings, create_topics, producer_settings
 from cachet.ledger.cab import verify_bundle
-from cachet.ledger.registration import publish_control, registration_payload
-from cachet.topics import TOPIC_OF_EVENT, Topic, TopicNames
-from ops.broker import EmbeddedBroker
-from processors.watermarks import WatermarkTicker
-from producers.cache_node import CacheNode, NodeKeys
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
-from schemas.events import SAMPLE_PAYLOADS, Event, EventType, new_event
+from cachet.ledger.registration import registration_payload
+from cachet.ops.broker import EmbeddedBroker
+from cachet.processors.watermarks import WatermarkTicker
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode, NodeKeys
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, TOPIC_OF_EVENT, Event, EventType, new_event
+from cachet.topics import Topic, TopicNames
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -167,21 +170,14 @@ def _cache_story(servers: str, names: TopicNames, tmp: Path) -> None:
         "demo",
     )
     stop = threading.Event()
-    ticker = SealingProducer(
-        Producer(producer_settings(servers)),
-        codec,
-        names,
-        "ticker",
-        ticker_keys,
-        SealingSettings(64, 20),
-    )
+    ticker = SealingProducer.from_config(config, servers, "ticker", ticker_keys, codec=codec)
     WatermarkTicker(ticker, 3, ticker_id="ticker", interval_s=0.2).start(stop)
     secrets = NodeKeys("node-1", node_keys, anchor.public(), *(os.urandom(32) for _ in range(3)))
     try:
         with CacheNode(config, servers, secrets, tmp, node_id="node-1") as node:
             if not node.wait_caught_up(30):
                 raise SystemExit("demo failed: the node did not catch up")
-            owner = node.client(Role.OWNER)
+            owner = CacheClient(node, Role.OWNER)
             receipt = owner.put("AAPL", b"189.12", contract="finra_quotes", wait=True)
             print(
                 f"put AAPL v{receipt.version}: encrypted, sealed, triple-signed "
@@ -200,7 +196,7 @@ def _cache_story(servers: str, names: TopicNames, tmp: Path) -> None:
                     f"  signatures: {', '.join(r.signatures.schemes)} "
                     f"(seal {r.signatures.seal_seq} of {r.signatures.producer_id})"
                 )
-            reg = node.client(Role.REGULATOR).get("AAPL", contract="finra_quotes")
+            reg = CacheClient(node, Role.REGULATOR).get("AAPL", contract="finra_quotes")
             print(
                 f"regulator get: hit={reg.hit} value={reg.value!r} (proofs only, never plaintext)"
             )

@@ -12,26 +12,19 @@ import argparse
 import datetime as dt
 import os
 import secrets
-import time
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from cachet.cli.context import CliContext, emit_json, fail
+from cachet.clock import SYSTEM_CLOCK
 from cachet.crypto.keystore import Keystore, load_kek
+from cachet.crypto.keystore import open_keystore as crypto_open_keystore
 from cachet.crypto.registry import RevocationReason
 from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka import producer_settings
+from cachet.kafka.control import publish_to, register_key_set
 from cachet.ledger.anchor import anchor_to_json
-from cachet.ledger.registration import (
-    publish_control,
-    registration_payload,
-    revocation_payload,
-    rotation_payload,
-)
-from producers.cache_node import NodeKeys
-from schemas.codec import EventCodec
-from schemas.events import EventType
+from cachet.ledger.registration import registration_payload, revocation_payload, rotation_payload
+from cachet.producers.cache_node import NodeKeys
+from cachet.schemas.events import EventType
 
 ANCHOR_FILE = "anchor.json"
 
@@ -114,33 +107,24 @@ def _kek(ctx: CliContext, args: argparse.Namespace) -> bytes:
 
 def open_keystore(ctx: CliContext, args: argparse.Namespace) -> Keystore:
     """The keystore of the config, unlocked with the KEK the options name."""
-    return Keystore.open(ctx.config.keys.keystore_path, _kek(ctx, args))
+    keys = ctx.config.keys
+    return crypto_open_keystore(
+        keys.keystore_path, args.kek_file or keys.kek_file, keys.kek_env, os.environ
+    )
 
 
 def publish_registration(ctx: CliContext, store: Keystore, identity: str) -> PrivateKeySet:
     """A new key set for ``identity``, stored and registered on the control topic."""
-    keys = PrivateKeySet.generate()
-    store.add_key_set(identity, keys)
-    _publish(
-        ctx,
-        EventType.SIGNING_KEY_REGISTERED,
-        registration_payload(identity, keys.public(), _now_us(), store.anchor()),
-    )
-    return keys
+    return register_key_set(ctx.bootstrap_servers, ctx.topic_names, store, identity)
 
 
 def _publish(ctx: CliContext, event_type: EventType, payload: dict) -> None:
-    producer = Producer(producer_settings(ctx.bootstrap_servers, {"message.timeout.ms": 10000}))
-    publish_control(producer, EventCodec(), ctx.topic_names, event_type, payload)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
+    publish_to(ctx.bootstrap_servers, ctx.topic_names, event_type, payload)
 
 
 def _time_us(text: str) -> int:
     if text == "now":
-        return _now_us()
+        return SYSTEM_CLOCK.now_us()
     if text.isdigit():
         return int(text)
     try:
@@ -215,7 +199,7 @@ def run_register(args: argparse.Namespace) -> int:
     _publish(
         ctx,
         EventType.SIGNING_KEY_REGISTERED,
-        registration_payload(args.identity, keys.public(), _now_us(), store.anchor()),
+        registration_payload(args.identity, keys.public(), SYSTEM_CLOCK.now_us(), store.anchor()),
     )
     _report(args, {"identity": args.identity, "key_set_id": keys.key_set_id, "registered": True})
     return 0
@@ -230,7 +214,9 @@ def run_rotate(args: argparse.Namespace) -> int:
     _publish(
         ctx,
         EventType.SIGNING_KEY_ROTATED,
-        rotation_payload(args.identity, old.key_set_id, new.public(), _now_us(), store.anchor()),
+        rotation_payload(
+            args.identity, old.key_set_id, new.public(), SYSTEM_CLOCK.now_us(), store.anchor()
+        ),
     )
     store.retire(args.identity, old.key_set_id)  # its private keys are destroyed
     _report(

@@ -30,21 +30,23 @@ from confluent_kafka import Producer
 
 from cachet.cli.context import CliContext
 from cachet.cli.keys import open_keystore
+from cachet.clock import SYSTEM_CLOCK
 from cachet.config.enums import ScrubMethod as ConfigScrubMethod
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import KeystoreError
 from cachet.crypto.seal import PrivateKeySet
 from cachet.errors import CachetError
-from cachet.kafka import producer_settings
-from cachet.ledger.registration import publish_control, registration_payload
-from schemas.codec import EventCodec
-from schemas.events import EventType, now_us
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import producer_settings
+from cachet.ledger.registration import registration_payload
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 
 
 def run_worker(*args: Any, **kwargs: Any) -> None:
-    """``processors.kvscrub.runner.run_worker``, imported when a worker runs:
+    """``cachet.processors.kvscrub.runner.run_worker``, imported when a worker runs:
     torch loads then, not with the CLI (``cachet --help`` works without it)."""
-    from processors.kvscrub.runner import run_worker as _run_worker
+    from cachet.processors.kvscrub.runner import run_worker as _run_worker
 
     _run_worker(*args, **kwargs)
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise CachetError(f"kvscrub worker cannot start: {exc}") from exc
 
     keys = PrivateKeySet.generate()
-    payload = registration_payload(worker_id, keys.public(), now_us(), anchor)
+    payload = registration_payload(worker_id, keys.public(), SYSTEM_CLOCK.now_us(), anchor)
     publish_control(
         Producer(producer_settings(ctx.bootstrap_servers, config.kafka.producer_overrides)),
         EventCodec(),

@@ -52,6 +52,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("topics", "cachet.cli.topics", "manage Cachet's topics"),
     Subcommand("config", "cachet.cli.config_cmd", "inspect the configuration"),
     Subcommand("keys", "cachet.cli.keys", "signing keys and the trust anchor"),
+    Subcommand("schemas", "cachet.cli.schemas", "announce wire schema sets on the control topic"),
     Subcommand("cab", "cachet.cli.cab", "Cache Attestation Bundles"),
     Subcommand("node", "cachet.cli.node", "run a cache node"),
     Subcommand("view", "cachet.cli.view", "inspect a node's live view on disk"),

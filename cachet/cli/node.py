@@ -13,8 +13,8 @@ from cachet.cli.context import CliContext
 from cachet.cli.keys import open_keystore, publish_registration
 from cachet.crypto.keystore import KeystoreError
 from cachet.errors import CachetError
-from producers.cache_node import CacheNode, NodeKeys
-from producers.node_http import HttpFrontError, NodeHttpServer
+from cachet.producers.cache_node import CacheNode, NodeKeys
+from cachet.producers.node_http import HttpFrontError, NodeHttpServer
 
 HTTP_HOST = "127.0.0.1"
 

@@ -34,22 +34,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from cachet.cli.context import CliContext
 from cachet.cli.keys import open_keystore
-from cachet.config import CachetConfig
 from cachet.errors import CachetError
-from cachet.kafka import producer_settings
+from cachet.materializers.live_view import LiveView
+from cachet.processors.expiry import ExpiryProcessor
+from cachet.processors.watermarks import WatermarkTicker
+from cachet.producers.cache_node import NodeKeys
+from cachet.producers.sealing import LedgerAlerts, SealingProducer
+from cachet.schemas.codec import EventCodec
 from cachet.topics import Topic
-from materializers.live_view import LiveView
-from processors.expiry import ExpiryProcessor
-from processors.watermarks import WatermarkTicker
-from producers.cache_node import NodeKeys
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
-from schemas.events import EventType
 
 __all__ = ["register"]
 
@@ -114,37 +110,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ProcessorsError("--tick-interval-ms and --scan-interval-ms must be positive")
 
 
-def _open_view(
-    config: CachetConfig,
-    servers: str,
-    keys: NodeKeys,
-    data_dir: Path,
-    producer: SealingProducer,
-    codec: EventCodec,
-) -> LiveView:
-    def alert(event_type: EventType, payload: dict[str, Any]) -> None:
-        # Alerts are events in the signed ledger; failing to send one must
-        # not take the processors down.
-        try:
-            producer.emit(event_type, payload)
-        except Exception:  # noqa: BLE001
-            log.exception("alert %s not emitted", event_type.value)
-
-    return LiveView.open(
-        data_dir / VIEW_DIR,
-        bootstrap_servers=servers,
-        names=config.kafka.topic_names(),
-        anchor=keys.anchor,
-        required=config.attestation.schemes,
-        alert=alert,
-        partitions={t: config.kafka.partitions_for(t) for t in Topic},
-        history_depth=config.state_machine.audit_trail_depth,
-        unsealed_timeout_s=config.attestation.unsealed_timeout_ms / 1000,
-        codec=codec,
-        name=VIEW_DIR,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     ctx = CliContext.from_args(args)
@@ -154,15 +119,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or config.node.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     codec = EventCodec()
-    producer = SealingProducer(
-        Producer(producer_settings(ctx.bootstrap_servers, config.kafka.producer_overrides)),
-        codec,
-        config.kafka.topic_names(),
-        identity,
-        keys.signing,
-        SealingSettings(
-            config.attestation.seal_batch_max_events, config.attestation.seal_batch_max_ms
-        ),
+    producer = SealingProducer.from_config(
+        config, ctx.bootstrap_servers, identity, keys.signing, codec=codec
     )
     registry = CollectorRegistry()
     stop = threading.Event()
@@ -186,7 +144,14 @@ def run(args: argparse.Namespace) -> int:
             ticks.set_function(lambda: ticker.tick_seq if ticker else 0)
         expiry: ExpiryProcessor | None = None
         if args.expiry:
-            view = _open_view(config, ctx.bootstrap_servers, keys, data_dir, producer, codec)
+            view = LiveView.from_config(
+                config,
+                ctx.bootstrap_servers,
+                keys.anchor,
+                data_dir / VIEW_DIR,
+                alert=LedgerAlerts(producer, f"processors {identity}"),
+                codec=codec,
+            )
             expiry = ExpiryProcessor(
                 view,
                 producer,

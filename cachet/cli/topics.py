@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cachet.cli.context import CliContext, emit_json
-from cachet.kafka import create_topics
+from cachet.kafka.settings import create_topics
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def state_hash(args: argparse.Namespace) -> int:
-    from materializers.view import ViewStore
-    from materializers.view.errors import ViewMissingError
+    from cachet.materializers.view import ViewStore
+    from cachet.materializers.view.errors import ViewMissingError
 
     try:
         with ViewStore.open(args.path, create=False) as store:

@@ -26,7 +26,6 @@ from cachet.config.enums import (
     Role,
     ScrubDevice,
     ScrubMethod,
-    SignatureScheme,
     TenantScope,
     TlsVersion,
     TransitSecurity,
@@ -59,6 +58,7 @@ from cachet.config.sections import (
     VerificationConfig,
 )
 from cachet.config.values import parse_duration_ms
+from cachet.crypto.schemes import SignatureScheme
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -150,6 +150,7 @@ def build_node(table: Table) -> NodeConfig:
         data_dir=table.path(("data_dir",), base.data_dir),
         metrics_port=table.int_(("metrics_port",), base.metrics_port, min=0, max=65535),
         health_port=table.int_(("health_port",), base.health_port, min=0, max=65535),
+        l1_max_entries=table.int_(("l1_max_entries",), base.l1_max_entries, min=1),
     )
     if config.metrics_port and config.metrics_port == config.health_port:
         raise table.error("health_port", f"same port as metrics_port ({config.metrics_port})")

@@ -18,10 +18,10 @@ from cachet.config.enums import (
     InvalidationMode,
     MatchMode,
     RegulatoryClassification,
-    SignatureScheme,
 )
 from cachet.config.sections import AiCacheConfig, AttestationConfig, AuditConfig, ContractDefaults
 from cachet.config.values import Table, check_schemes, describe
+from cachet.crypto.schemes import SignatureScheme
 
 __all__ = ["CONTRACT_NAME_PATTERN", "ContractConfig", "build_contract", "build_contract_defaults"]
 

@@ -3,6 +3,13 @@
 Each enum's values are our canonical spellings; :func:`parse_enum` also
 accepts the seeds' spellings ("AlwaysVerify", "FINRA-XML", "mTLS") by
 comparing case- and punctuation-insensitively.
+
+Three of them are also Avro enums (``Role``, ``InvalidationMode``,
+``ScrubMethod``): one enum per concept, here because the kernel needs them
+and cannot import ``cachet.schemas``. Their member names are the Avro
+symbols, and each has the wire's ``UNKNOWN``: what a reader maps a symbol it
+does not know to. UNKNOWN is never configured (:func:`parse_enum` refuses it)
+and never written.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import TypeVar
 
 # One enum for the schemes, shared with the signers: config values compare
 # equal to what the crypto layer signs with.
-from cachet.crypto.signing import SignatureScheme
+from cachet.crypto.schemes import SignatureScheme
 
 __all__ = [
     "AuditMode",
@@ -89,11 +96,13 @@ class VerificationMode(enum.Enum):
 
 
 class InvalidationMode(enum.Enum):
-    """How a contract's entries are invalidated when their source changes."""
+    """How a contract's entries are invalidated when their source changes
+    (also the Avro ``InvalidationMode``, by member name)."""
 
     EAGER = "eager"  # broadcast Invalidated to every node's L1
     VERSIONED = "versioned"  # bump the version inside the fingerprint
     CONTRACTUAL = "contractual"  # source must confirm freshness in the window
+    UNKNOWN = "unknown"  # wire only: a mode this reader does not know
 
 
 class AuditMode(enum.Enum):
@@ -104,11 +113,13 @@ class AuditMode(enum.Enum):
 
 
 class Role(enum.Enum):
-    """Access roles of the query layer."""
+    """Access roles of the query layer (also the Avro ``Role``, by member name;
+    CacheRead.reader_role and TransitionAuthority.role carry the value)."""
 
     OWNER = "owner"
     REGULATOR = "regulator"
     AUDITOR = "auditor"
+    UNKNOWN = "unknown"  # wire only: a role this reader does not know; grants nothing
 
 
 class MatchMode(enum.Enum):
@@ -159,10 +170,13 @@ class ExaminationExportFormat(enum.Enum):
 
 
 class ScrubMethod(enum.Enum):
-    """How a zeroized KV block is verified: every element, or a keyed sample."""
+    """How a zeroized KV block is verified: every element, or a keyed sample
+    (also the Avro ``ScrubMethod``; values are its symbols, and config
+    accepts ``full``/``sampled`` in any case)."""
 
-    FULL = "full"
-    SAMPLED = "sampled"
+    FULL = "FULL"
+    SAMPLED = "SAMPLED"
+    UNKNOWN = "UNKNOWN"  # wire only: a method this reader does not know
 
 
 class ScrubDevice(enum.Enum):
@@ -181,6 +195,10 @@ class KvDtype(enum.Enum):
     FLOAT32 = "float32"
 
 
+# The member a wire reader maps an unknown Avro symbol to.
+_WIRE_FALLBACK = "UNKNOWN"
+
+
 def _squash(text: str) -> str:
     return re.sub(r"[^a-z0-9+.]", "", text.lower())
 
@@ -189,10 +207,14 @@ def parse_enum(cls: type[E], text: str) -> E:
     """The member of ``cls`` whose value or name ``text`` spells.
 
     Case, ``-``, ``_`` and spaces are ignored, so "AlwaysVerify",
-    "always-verify" and "ALWAYS_VERIFY" are one value. Raises ``ValueError``.
+    "always-verify" and "ALWAYS_VERIFY" are one value. Raises ``ValueError``,
+    also for ``UNKNOWN``: that member is a wire reader's fallback, never a
+    value anyone may choose.
     """
     wanted = _squash(text)
     for member in cls:
+        if member.name == _WIRE_FALLBACK:
+            continue
         if wanted in (_squash(str(member.value)), _squash(member.name)):
             return member
     raise ValueError(text)

@@ -11,7 +11,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -208,3 +208,31 @@ def load_config(path: str | Path | None = None) -> CachetConfig:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(source, "", f"invalid TOML: {error}") from None
     return parse_config(document, source)
+
+
+CONFIG_ENV = "CACHET_CONFIG"
+BOOTSTRAP_SERVERS_ENV = "CACHET_BOOTSTRAP_SERVERS"
+
+
+def resolve_config(
+    path: str | Path | None,
+    bootstrap_servers: str | None,
+    environ: Mapping[str, str],
+) -> tuple[CachetConfig, Path | None]:
+    """The configuration a command or service runs with, and where it came from.
+
+    The file: ``path``, else ``$CACHET_CONFIG``, else ``./cachet.toml`` when it
+    exists, else the defaults (None). The broker: ``bootstrap_servers``, else
+    ``$CACHET_BOOTSTRAP_SERVERS``, else the file's ``kafka.bootstrap_servers``.
+    The one place that interprets these variables (the CLI and
+    ``cachet.open`` both come here with the process environment).
+    """
+    env = environ
+    chosen = path if path is not None else env.get(CONFIG_ENV)
+    if chosen is None and DEFAULT_CONFIG_PATH.is_file():
+        chosen = DEFAULT_CONFIG_PATH
+    config = load_config(chosen)
+    servers = bootstrap_servers or env.get(BOOTSTRAP_SERVERS_ENV)
+    if servers:
+        config = replace(config, kafka=replace(config.kafka, bootstrap_servers=servers))
+    return config, (Path(chosen) if chosen is not None else None)

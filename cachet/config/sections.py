@@ -21,12 +21,12 @@ from cachet.config.enums import (
     Role,
     ScrubDevice,
     ScrubMethod,
-    SignatureScheme,
     TenantScope,
     TlsVersion,
     TransitSecurity,
     VerificationMode,
 )
+from cachet.crypto.schemes import SignatureScheme
 from cachet.topics import Topic, TopicNames
 
 __all__ = [
@@ -124,6 +124,10 @@ class NodeConfig:
     data_dir: Path = Path("./var")
     metrics_port: int = 0
     health_port: int = 0
+    # The in-process L1 of decrypted values: at most this many entries (least
+    # recently used dropped first); also bounds the cached key hashes and the
+    # per-key change generations that guard it.
+    l1_max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

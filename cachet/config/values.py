@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cachet.config.enums import SignatureScheme, parse_enum, parse_scheme
+from cachet.config.enums import parse_enum, parse_scheme
 from cachet.config.errors import ConfigError
+from cachet.crypto.schemes import SignatureScheme
 
 __all__ = ["Table", "check_schemes", "describe", "parse_duration_ms"]
 
@@ -230,7 +231,7 @@ class Table:
         return self.check_enum(got[0], got[1], cls)
 
     def check_enum(self, name: str, value: Any, cls: type[E]) -> E:
-        choices = ", ".join(repr(m.value) for m in cls)
+        choices = ", ".join(repr(m.value) for m in cls if m.name != "UNKNOWN")
         if not isinstance(value, str):
             raise self.error(name, f"expected one of {choices}, got {describe(value)}")
         try:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,26 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cachet.crypto.aead import KEY_BYTES, NONCE_BYTES, DataKey, Rng
 from cachet.crypto.identifiers import framed, keyed_hash
-from cachet.crypto.seal import KeySet, PrivateKey, PrivateKeySet, check_id
-from cachet.crypto.signing import SignatureScheme
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import (
+    KeySet,
+    NoteFormatError,
+    PrivateKey,
+    PrivateKeySet,
+    b64,
+    check_id,
+    unb64,
+)
 from cachet.errors import CachetError
 
-__all__ = ["KEYSTORE_FORMAT", "Keystore", "KeystoreError", "StoredKeySet", "load_kek"]
+__all__ = [
+    "KEYSTORE_FORMAT",
+    "Keystore",
+    "KeystoreError",
+    "StoredKeySet",
+    "load_kek",
+    "open_keystore",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +78,6 @@ class StoredKeySet:
     retired: bool
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(data: str) -> bytes:
-    return base64.b64decode(data.encode("ascii"), validate=True)
-
-
 def _kek_check(kek: bytes, keystore_id: str) -> bytes:
     return keyed_hash(kek, _KEK_CHECK_DOMAIN, keystore_id.encode("ascii"))[:16]
 
@@ -85,9 +93,9 @@ def _encode_key_set(pks: PrivateKeySet, retired: bool) -> dict[str, Any]:
         "keys": {
             scheme.value: {
                 "backend": key.backend,
-                "public": _b64(key.public),
+                "public": b64(key.public),
                 # Retiring destroys the private key; only the public half stays.
-                "private": None if retired else _b64(key.private),
+                "private": None if retired else b64(key.private),
             }
             for scheme, key in pks.keys.items()
         },
@@ -98,8 +106,10 @@ def _decode_key_set(entry: dict[str, Any]) -> PrivateKeySet:
     keys = {}
     for scheme_id, key in entry["keys"].items():
         scheme = SignatureScheme(scheme_id)
-        private = b"" if key["private"] is None else _unb64(key["private"])
-        keys[scheme] = PrivateKey(scheme, key["backend"], _unb64(key["public"]), private)
+        private = b"" if key["private"] is None else unb64("private key", key["private"])
+        keys[scheme] = PrivateKey(
+            scheme, key["backend"], unb64("public key", key["public"]), private
+        )
     return PrivateKeySet(entry["key_set_id"], keys)
 
 
@@ -160,11 +170,11 @@ class Keystore:
                     f"keystore {path} has format {outer['format']!r}, expected {KEYSTORE_FORMAT}"
                 )
             keystore_id = str(outer["keystore_id"])
-            check = _unb64(outer["kek_check"])
-            nonce = _unb64(outer["nonce"])
-            ciphertext = _unb64(outer["ciphertext"])
+            check = unb64("kek_check", outer["kek_check"])
+            nonce = unb64("nonce", outer["nonce"])
+            ciphertext = unb64("ciphertext", outer["ciphertext"])
             keystore_id.encode("ascii")
-        except (KeyError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
+        except (KeyError, TypeError, NoteFormatError, UnicodeEncodeError) as exc:
             raise KeystoreError(f"keystore {path} is malformed (tampered?): {exc!r}") from exc
         if len(nonce) != NONCE_BYTES:
             raise KeystoreError(f"keystore {path} is malformed (tampered?): bad nonce length")
@@ -190,11 +200,9 @@ class Keystore:
         outer = {
             "format": KEYSTORE_FORMAT,
             "keystore_id": self._keystore_id,
-            "kek_check": _b64(_kek_check(self._kek, self._keystore_id)),
-            "nonce": _b64(nonce),
-            "ciphertext": _b64(
-                AESGCM(self._kek).encrypt(nonce, plaintext, _aad(self._keystore_id))
-            ),
+            "kek_check": b64(_kek_check(self._kek, self._keystore_id)),
+            "nonce": b64(nonce),
+            "ciphertext": b64(AESGCM(self._kek).encrypt(nonce, plaintext, _aad(self._keystore_id))),
         }
         _atomic_write(self._path, json.dumps(outer, indent=1).encode("utf-8"))
 
@@ -263,25 +271,25 @@ class Keystore:
     def set_identifier_secret(self, secret: bytes) -> None:
         if len(secret) < KEY_BYTES:
             raise KeystoreError(f"identifier secret must be at least {KEY_BYTES} bytes")
-        self._body["identifier_secret"] = _b64(secret)
+        self._body["identifier_secret"] = b64(secret)
         self._save()
 
     def identifier_secret(self) -> bytes:
         if self._body["identifier_secret"] is None:
             raise KeystoreError(f"keystore {self._path} holds no identifier secret")
-        return _unb64(self._body["identifier_secret"])
+        return unb64("identifier secret", self._body["identifier_secret"])
 
     def put_data_key(self, data_key: DataKey) -> None:
         if data_key.key_id in self._body["data_keys"]:
             raise KeystoreError(f"data key {data_key.key_id} already exists")
-        self._body["data_keys"][data_key.key_id] = _b64(data_key.key)
+        self._body["data_keys"][data_key.key_id] = b64(data_key.key)
         self._save()
 
     def data_key(self, key_id: str) -> DataKey:
         encoded = self._body["data_keys"].get(key_id)
         if encoded is None:
             raise KeystoreError(f"data key {key_id} does not exist (never created, or destroyed)")
-        return DataKey(key_id, _unb64(encoded))
+        return DataKey(key_id, unb64(f"data key {key_id}", encoded))
 
     def destroy_data_key(self, key_id: str) -> None:
         """Crypto-shred: drop the key and rewrite the file without it.
@@ -368,3 +376,18 @@ def load_kek(file: Path | None, env_value: str | None) -> bytes:
     if env_value is not None:
         return _parse_kek("KEK environment value", env_value)
     raise KeystoreError("no KEK given: set a KEK file or the KEK environment variable")
+
+
+def open_keystore(
+    path: Path, kek_file: Path | None, kek_env: str, environ: Mapping[str, str]
+) -> Keystore:
+    """The keystore at ``path``, unlocked with the KEK from ``kek_file`` or,
+    when no file is named, from the environment variable ``kek_env`` (the
+    CLI and ``cachet.open`` both come here)."""
+    value = None if kek_file is not None else environ.get(kek_env)
+    if kek_file is None and value is None:
+        raise KeystoreError(
+            f"no key-encryption key for keystore {path}: name a KEK file "
+            f"(--kek-file / keys.kek_file) or set the environment variable {kek_env}"
+        )
+    return Keystore.open(path, load_kek(kek_file, value))

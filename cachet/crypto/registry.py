@@ -15,12 +15,17 @@ never be replayed as another::
     ...one per scheme, scheme order reason <reason>
     valid-from <us>
 
-    cachet.key-rotation/v1
-    producer <producer_id>
-    from <old key_set_id>
-    to <new key_set_id>
+    cachet.key-rotation/v1          cachet.schema-set/v1
+    producer <producer_id>          release <release>
+    from <old key_set_id>           fingerprint <16 hex>
+    to <new key_set_id>             schema-sha3-256 <64 hex>
     key <scheme> <key_id> <b64 pk>  (the new set's keys, scheme order)
     rotated-at <us>
+
+The schema-set statement is not about keys: it is how the anchor vouches
+for a schema set announced on ``control`` (SchemaSetPublished), signed and
+checked with the same anchor (:func:`sign_statement`,
+:meth:`KeyRegistry.check_anchor_statement`).
 
 Time semantics (event time, microseconds): a key set is valid for seals
 with ``valid_from <= sealed_at``; a rotation at E registers the new set
@@ -32,11 +37,12 @@ chain (``prev``) and sequence checks are what pin a seal's place in time.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     KeySet,
     PrivateKeySet,
@@ -44,12 +50,14 @@ from cachet.crypto.seal import (
     SealHeader,
     SealVerdict,
     SignatureLine,
+    b64,
     check_id,
     check_signatures,
+    check_uint,
     sign_message,
     verify_seal_batch,
 )
-from cachet.crypto.signing import SignatureScheme, key_id
+from cachet.crypto.signing import key_id
 from cachet.errors import CachetError
 
 __all__ = [
@@ -63,6 +71,7 @@ __all__ = [
     "registration_statement",
     "revocation_statement",
     "rotation_statement",
+    "schema_set_statement",
     "sign_statement",
 ]
 
@@ -140,16 +149,9 @@ def _lines(*lines: str) -> bytes:
     return "".join(line + "\n" for line in lines).encode("ascii")
 
 
-def _uint(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-        raise ValueError(f"{name} must be an integer in [0, 2^63), got {value!r}")
-    return value
-
-
 def _key_lines(key_set: KeySet) -> list[str]:
     return [
-        f"key {s.value} {key_id(s, key_set.public_keys[s])} "
-        + base64.b64encode(key_set.public_keys[s]).decode("ascii")
+        f"key {s.value} {key_id(s, key_set.public_keys[s])} " + b64(key_set.public_keys[s])
         for s in SignatureScheme
         if s in key_set.public_keys
     ]
@@ -162,7 +164,7 @@ def registration_statement(producer_id: str, key_set: KeySet, valid_from_us: int
         f"producer {check_id('producer id', producer_id)}",
         f"keyset {key_set.key_set_id}",
         *_key_lines(key_set),
-        f"valid-from {_uint('valid_from_us', valid_from_us)}",
+        f"valid-from {check_uint('valid_from_us', valid_from_us)}",
     )
 
 
@@ -177,7 +179,7 @@ def revocation_statement(
         "cachet.key-revocation/v1",
         f"producer {check_id('producer id', producer_id)}",
         f"keyset {check_id('key set id', key_set_id)}",
-        f"compromised-at {_uint('compromised_at_us', compromised_at_us)}",
+        f"compromised-at {check_uint('compromised_at_us', compromised_at_us)}",
         f"reason {RevocationReason(reason).value}",
     )
 
@@ -192,7 +194,26 @@ def rotation_statement(
         f"from {check_id('key set id', old_key_set_id)}",
         f"to {new_key_set.key_set_id}",
         *_key_lines(new_key_set),
-        f"rotated-at {_uint('rotated_at_us', rotated_at_us)}",
+        f"rotated-at {check_uint('rotated_at_us', rotated_at_us)}",
+    )
+
+
+def schema_set_statement(release: str, fingerprint: bytes, schema_json: str) -> bytes:
+    """The bytes the anchor signs to announce the schema set ``schema_json``
+    (its writer envelope, exact text) as ``release`` with ``fingerprint``.
+
+    The schema is bound by the SHA3-256 of its UTF-8 bytes: CRC-64 (the
+    fingerprint) is not collision resistant, so it cannot name a schema on
+    its own. A fingerprint that is not 8 bytes raises ValueError.
+    """
+    if len(fingerprint) != 8:
+        raise ValueError(f"a schema set fingerprint is 8 bytes, not {len(fingerprint)}")
+    digest = hashlib.sha3_256(schema_json.encode("utf-8")).hexdigest()
+    return _lines(
+        "cachet.schema-set/v1",
+        f"release {check_id('release', release)}",
+        f"fingerprint {bytes(fingerprint).hex()}",
+        f"schema-sha3-256 {digest}",
     )
 
 
@@ -221,6 +242,12 @@ class KeyRegistry:
     @property
     def required_schemes(self) -> frozenset[SignatureScheme]:
         return self._required
+
+    def check_anchor_statement(self, statement: bytes, signatures: Sequence[SignatureLine]) -> None:
+        """Raises :class:`RegistrationRejected` (BAD_ANCHOR_SIGNATURE) unless
+        every required scheme of the trust anchor signed ``statement``: for
+        anchor statements that are not registry changes (a schema set)."""
+        self._check_anchor(statement, signatures)
 
     def _check_anchor(self, statement: bytes, signatures: Sequence[SignatureLine]) -> None:
         statuses = check_signatures(statement, signatures, self._anchor, self._required)

@@ -48,14 +48,8 @@ from types import MappingProxyType
 
 from cachet.crypto.identifiers import hash_fields
 from cachet.crypto.merkle import HASH_SIZE, root_from_leaf_hashes
-from cachet.crypto.signing import (
-    BACKEND_AUTO,
-    SignatureScheme,
-    SigningBackend,
-    SigningError,
-    backend_for,
-    key_id,
-)
+from cachet.crypto.schemes import SignatureScheme, SigningBackend, SigningError
+from cachet.crypto.signing import BACKEND_AUTO, backend_for, key_id
 from cachet.errors import CachetError
 
 __all__ = [
@@ -70,17 +64,20 @@ __all__ = [
     "SealHeader",
     "SealVerdict",
     "SignatureLine",
+    "b64",
     "check_id",
     "check_signatures",
-    "SignatureScheme",
+    "check_uint",
     "derive_key_set_id",
     "leaf_topics_digest",
     "note_bytes",
     "parse_note",
+    "parse_uint",
     "require_canonical_lines",
     "seal_hash",
     "sign_header",
     "sign_message",
+    "unb64",
     "verify_header",
     "verify_seal_batch",
 ]
@@ -96,8 +93,8 @@ GENESIS_PREV_SEAL_HASH = bytes(HASH_SIZE)
 # nothing outside ASCII, so the text parses one way only.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-_UINT_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 _MAX_UINT = 2**63 - 1  # fits an Avro long
+_MAX_UINT_DIGITS = len(str(_MAX_UINT))
 
 
 class NoteFormatError(CachetError):
@@ -114,7 +111,9 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
-def _check_uint(kind: str, value: int) -> int:
+def check_uint(kind: str, value: int) -> int:
+    """Return ``value`` if it is an int in [0, 2^63) (what every integer of
+    Cachet's signed text formats must be), else raise NoteFormatError."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_UINT:
         raise NoteFormatError(f"{kind} must be an integer in [0, 2^63), got {value!r}")
     return value
@@ -433,7 +432,7 @@ class SealHeader:
         check_id("producer id", self.producer_id)
         check_id("key set id", self.key_set_id)
         for name in ("seal_seq", "tree_size", "first_producer_seq", "sealed_at_us"):
-            _check_uint(name, getattr(self, name))
+            check_uint(name, getattr(self, name))
         if self.tree_size < 1:
             raise NoteFormatError("a seal covers at least one event (tree_size >= 1)")
         for name in ("merkle_root", "prev_seal_hash", "leaf_topics_digest"):
@@ -481,9 +480,16 @@ def _field(line: str, name: str) -> str:
     return line[len(prefix) :]
 
 
-def _uint(name: str, text: str) -> int:
-    if _UINT_RE.fullmatch(text) is None or int(text) > _MAX_UINT:
-        raise NoteFormatError(f"{name} {text[:40]!r} is not a canonical decimal integer")
+def parse_uint(kind: str, text: str) -> int:
+    """Parse the canonical decimal text of an int in [0, 2^63): ASCII digits,
+    no sign, no leading zero (one value, one text). Raises NoteFormatError."""
+    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
+        raise NoteFormatError(f"{kind} {text[:40]!r} is not a canonical decimal integer")
+    # The length check first: int() of a huge digit string is slow (and refused).
+    if len(text) > _MAX_UINT_DIGITS or int(text) > _MAX_UINT:
+        raise NoteFormatError(
+            f"{kind} is out of range: {text[:40]!r} is not a canonical decimal integer below 2^63"
+        )
     return int(text)
 
 
@@ -504,13 +510,13 @@ def parse_note(note: bytes) -> tuple[SealHeader, tuple[SignatureLine, ...]]:
         raise NoteFormatError(f"seal header must be 9 or 10 lines starting {SEAL_FORMAT!r}")
     header = SealHeader(
         producer_id=check_id("producer id", lines[1]),
-        seal_seq=_uint("seal", _field(lines[2], "seal")),
-        tree_size=_uint("size", _field(lines[3], "size")),
-        first_producer_seq=_uint("first", _field(lines[4], "first")),
+        seal_seq=parse_uint("seal", _field(lines[2], "seal")),
+        tree_size=parse_uint("size", _field(lines[3], "size")),
+        first_producer_seq=parse_uint("first", _field(lines[4], "first")),
         merkle_root=unb64("root", _field(lines[5], "root")),
         prev_seal_hash=unb64("prev", _field(lines[6], "prev")),
         key_set_id=check_id("key set id", _field(lines[7], "keyset")),
-        sealed_at_us=_uint("at", _field(lines[8], "at")),
+        sealed_at_us=parse_uint("at", _field(lines[8], "at")),
         leaf_topics_digest=(
             unb64("topics", _field(lines[9], "topics")) if len(lines) == 10 else None
         ),

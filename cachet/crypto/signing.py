@@ -1,6 +1,7 @@
-"""Post-quantum signature schemes and the backends that implement them.
+"""Choosing the backend that implements a post-quantum signature scheme.
 
-Three schemes (DESIGN.md, "Integrity"): ML-DSA-65 (FIPS 204), FN-DSA-512
+The schemes themselves, the key pair and the backend protocol are in
+:mod:`cachet.crypto.schemes`. Three schemes (DESIGN.md, "Integrity"): ML-DSA-65 (FIPS 204), FN-DSA-512
 (Falcon, FIPS 206 draft) and SLH-DSA-SHA2-128f (FIPS 205). Each has one or
 more backends:
 
@@ -27,20 +28,13 @@ import functools
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-from cachet.errors import CachetError
+from cachet.crypto.schemes import SignatureScheme, SigningBackend, SigningError
 
 __all__ = [
     "BACKEND_AUTO",
     "BackendUnavailable",
-    "KeyPair",
-    "SignatureScheme",
-    "SigningBackend",
-    "SigningError",
     "available_backends",
     "backend_for",
     "key_id",
@@ -54,72 +48,8 @@ BACKEND_AUTO = "auto"
 KEY_ID_DOMAIN = b"cachet/key-id/v1"
 
 
-class SignatureScheme(StrEnum):
-    """A signature algorithm; the value is its wire id in signature lines."""
-
-    ML_DSA_65 = "ml-dsa-65"
-    FN_DSA_512 = "fn-dsa-512"
-    SLH_DSA_SHA2_128F = "slh-dsa-sha2-128f"
-
-    @property
-    def public_key_size(self) -> int:
-        return _PUBLIC_KEY_SIZE[self]
-
-    @property
-    def signature_size(self) -> int:
-        return _SIGNATURE_SIZE[self]
-
-
-# Exact sizes: a verifier refuses any other length before touching native
-# code (truncated or padded inputs are a malleability and parser-bug surface).
-# FN-DSA signatures are the fixed-size ("padded") encoding.
-_PUBLIC_KEY_SIZE = {
-    SignatureScheme.ML_DSA_65: 1952,
-    SignatureScheme.FN_DSA_512: 897,
-    SignatureScheme.SLH_DSA_SHA2_128F: 32,
-}
-_SIGNATURE_SIZE = {
-    SignatureScheme.ML_DSA_65: 3309,
-    SignatureScheme.FN_DSA_512: 666,
-    SignatureScheme.SLH_DSA_SHA2_128F: 17088,
-}
-
-
-class SigningError(CachetError):
-    """Signing failed (malformed private key, backend failure)."""
-
-
 class BackendUnavailable(SigningError):
     """No backend of the requested name implements the requested scheme."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeyPair:
-    """A public key and the backend-specific private key that goes with it."""
-
-    public: bytes
-    private: bytes = field(repr=False)
-
-
-@runtime_checkable
-class SigningBackend(Protocol):
-    """One implementation of one scheme.
-
-    ``verify`` never raises on malformed input (wrong lengths, garbage,
-    truncation): it returns False. ``sign`` raises :class:`SigningError`.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def scheme(self) -> SignatureScheme: ...
-
-    def generate(self) -> KeyPair: ...
-
-    def sign(self, private: bytes, message: bytes) -> bytes: ...
-
-    def verify(self, public: bytes, message: bytes, signature: bytes) -> bool: ...
 
 
 def key_id(scheme: SignatureScheme, public: bytes) -> str:

@@ -15,8 +15,8 @@ import json
 import logging
 from pathlib import Path
 
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet, derive_key_set_id
-from cachet.crypto.signing import SignatureScheme
 from cachet.errors import CachetError
 
 __all__ = ["AnchorError", "UNPINNED", "anchor_from_json", "anchor_to_json", "load_anchor"]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     KeySet,
     NoteFormatError,
@@ -46,7 +47,6 @@ from cachet.crypto.seal import (
     parse_note,
     verify_header,
 )
-from cachet.crypto.signing import SignatureScheme
 from cachet.ledger.cab_format import (
     CAB_VERSION,
     Bundle,
@@ -62,7 +62,7 @@ from cachet.ledger.identity import ProducerIdError, identity_of
 
 if TYPE_CHECKING:  # the bundle code itself needs no Kafka and no Avro
     from cachet.ledger.verifier import Applied
-    from schemas.codec import EventCodec
+    from cachet.schemas.codec import EventCodec
 
 __all__ = [
     "BundleReport",
@@ -401,7 +401,7 @@ def _check_inclusion(bundle: Bundle, header: SealHeader) -> CheckResult:
 @functools.lru_cache(maxsize=1)
 def _default_codec() -> EventCodec | None:
     try:
-        from schemas.codec import EventCodec
+        from cachet.schemas.codec import EventCodec
     except ImportError:  # an auditor's machine without fastavro
         return None
     return EventCodec()
@@ -412,7 +412,7 @@ def _check_envelope(
 ) -> tuple[CheckResult, dict[str, Any]]:
     if codec is None:
         return CheckResult(CabCheck.ENVELOPE, CheckOutcome.NOT_RUN, "no Avro codec here"), {}
-    from schemas.codec import DecodeError
+    from cachet.schemas.codec import DecodeError
 
     try:
         event = codec.decode(bundle.event_bytes)

@@ -21,17 +21,19 @@ from dataclasses import dataclass
 
 from cachet.crypto.merkle import HASH_SIZE
 from cachet.crypto.registry import registration_statement
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     KeySet,
     NoteFormatError,
     SignatureLine,
+    b64,
     check_id,
     parse_note,
+    parse_uint,
     require_canonical_lines,
+    unb64,
 )
-from cachet.crypto.seal import b64 as seal_b64
-from cachet.crypto.seal import unb64 as seal_unb64
-from cachet.crypto.signing import SignatureScheme, key_id
+from cachet.crypto.signing import key_id
 from cachet.errors import CachetError
 
 __all__ = [
@@ -116,13 +118,10 @@ class Bundle:
     anchor: KeySet
 
 
-def _b64(data: bytes) -> str:
-    return seal_b64(data)
-
-
 def _unb64(kind: str, text: str) -> bytes:
+    # The seal note's canonical base64, refused as a CAB format error.
     try:
-        return seal_unb64(kind, text)
+        return unb64(kind, text)
     except NoteFormatError as exc:
         raise CabFormatError(str(exc)) from exc
 
@@ -139,12 +138,11 @@ def _text_lines(kind: str, data: bytes) -> list[str]:
 
 
 def _uint(kind: str, text: str) -> int:
-    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
-        raise CabFormatError(f"{kind} {text[:40]!r} is not a canonical decimal integer")
-    value = int(text)
-    if value > _U64_MAX:
-        raise CabFormatError(f"{kind} is out of range")
-    return value
+    # The seal note's canonical integers, refused as a CAB format error.
+    try:
+        return parse_uint(kind, text)
+    except NoteFormatError as exc:
+        raise CabFormatError(str(exc)) from exc
 
 
 def encode_key_set(key_set: KeySet) -> bytes:
@@ -154,7 +152,7 @@ def encode_key_set(key_set: KeySet) -> bytes:
     for scheme in SignatureScheme:
         public = key_set.public_keys.get(scheme)
         if public is not None:
-            lines.append(f"key {scheme.value} {key_id(scheme, public)} {_b64(public)}")
+            lines.append(f"key {scheme.value} {key_id(scheme, public)} {b64(public)}")
     return "".join(line + "\n" for line in lines).encode("ascii")
 
 

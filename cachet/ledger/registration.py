@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Producer
-
 from cachet.crypto.registry import (
     RevocationReason,
     registration_statement,
@@ -21,12 +19,8 @@ from cachet.crypto.registry import (
     sign_statement,
 )
 from cachet.crypto.seal import KeySet, PrivateKeySet, SignatureLine
-from cachet.topics import Topic, TopicNames
-from schemas.codec import EventCodec
-from schemas.events import Event, EventType, new_event
 
 __all__ = [
-    "publish_control",
     "registration_payload",
     "revocation_payload",
     "rotation_payload",
@@ -90,24 +84,3 @@ def rotation_payload(
         "rotated_at_us": rotated_at_us,
         "anchor_signatures": _lines(sign_statement(statement, anchor)),
     }
-
-
-def publish_control(
-    producer: Producer,
-    codec: EventCodec,
-    names: TopicNames,
-    event_type: EventType,
-    payload: dict[str, Any],
-    *,
-    admin_id: str = "keys-admin@0",
-) -> Event:
-    """Produce one anchor-signed control event and wait for the broker's ack."""
-    event = new_event(event_type, payload, producer_id=admin_id, producer_seq=0)
-    producer.produce(
-        names(Topic.CONTROL), key=payload["producer_id"].encode(), value=codec.encode(event)
-    )
-    if producer.flush(10) != 0:
-        from cachet.kafka import KafkaSetupError
-
-        raise KafkaSetupError(f"control event {event_type.value} not acknowledged by the broker")
-    return event

@@ -47,16 +47,15 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cachet.consume import RecordOrigin
 from cachet.crypto.merkle import leaf_hash
 from cachet.crypto.registry import KeyRegistry, KeyStatus
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     NoteFormatError,
     SchemeStatus,
     SealFailure,
     SealHeader,
     SignatureLine,
-    SignatureScheme,
     leaf_topics_digest,
     seal_hash,
     verify_seal_batch,
@@ -71,7 +70,8 @@ from cachet.ledger.checkpoint import (
     open_row_name,
 )
 from cachet.ledger.identity import GENESIS_SEAL_HASH, ProducerIdError, identity_of
-from schemas.events import Event, EventType
+from cachet.ledger.record import RecordOrigin
+from cachet.schemas.events import Event, EventType
 
 __all__ = [
     "Applied",
@@ -121,6 +121,16 @@ _DISCONTINUITIES = frozenset(
         IntegrityStatus.EVENT_MISSING,
         IntegrityStatus.OFFSET_REGRESSED,
         IntegrityStatus.EVENT_REORDERED,
+    }
+)
+
+# Failures already reported per scheme (signature_invalid.<scheme>, signature_missing).
+_PER_SCHEME_FAILURES = frozenset(
+    {
+        SealFailure.MISSING_SIGNATURE,
+        SealFailure.DUPLICATE_SIGNATURE,
+        SealFailure.UNKNOWN_KEY_ID,
+        SealFailure.INVALID_SIGNATURE,
     }
 )
 
@@ -384,8 +394,8 @@ class SealVerifier:
                 yield IntegrityStatus.ROOT_MISMATCH
             elif failure is SealFailure.KEY_SET_MISMATCH:
                 yield IntegrityStatus.UNKNOWN_KEY
-            else:
-                yield IntegrityStatus.SEAL_MALFORMED
+            elif failure not in _PER_SCHEME_FAILURES:
+                yield IntegrityStatus.SEAL_MALFORMED  # a failure this mapping does not know
 
     def _reject_seal(
         self,

@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-from materializers.view.batch import ViewBatch
-from materializers.view.entry import EntryState, ViewEntry
-from materializers.view.errors import (
+from cachet.materializers.view.batch import ViewBatch
+from cachet.materializers.view.entry import EntryState, ViewEntry
+from cachet.materializers.view.errors import (
     ViewBatchError,
     ViewCorruptError,
     ViewFormatError,
     ViewMissingError,
     ViewStoreError,
 )
-from materializers.view.store import STATE_HASH_DOMAIN, VIEW_FORMAT_VERSION, ViewStore
+from cachet.materializers.view.store import STATE_HASH_DOMAIN, VIEW_FORMAT_VERSION, ViewStore
 
 __all__ = [
     "STATE_HASH_DOMAIN",

@@ -1,7 +1,7 @@
 """A batch of changes to the live view, held in memory until committed.
 
 Nothing a :class:`ViewBatch` records touches RocksDB: :meth:`ViewStore.commit
-<materializers.view.store.ViewStore.commit>` writes it all as one synced
+<cachet.materializers.view.store.ViewStore.commit>` writes it all as one synced
 WriteBatch, or the batch is dropped and the view on disk never saw it.
 """
 
@@ -12,11 +12,10 @@ import enum
 import hmac
 from collections.abc import Iterator
 
+from cachet.materializers.view import codec
+from cachet.materializers.view.entry import EntryState, ViewEntry
+from cachet.materializers.view.errors import ViewBatchError, ViewCorruptError
 from rocksdict import Rdict, WriteBatch
-
-from materializers.view import codec
-from materializers.view.entry import EntryState, ViewEntry
-from materializers.view.errors import ViewBatchError, ViewCorruptError
 
 __all__ = ["FORMAT_META", "ViewBatch", "decode_current", "decode_history", "scan"]
 

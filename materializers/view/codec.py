@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import struct
 
-from materializers.view.entry import EntryState, ViewEntry
-from materializers.view.errors import ViewCorruptError
+from cachet.materializers.view.entry import EntryState, ViewEntry
+from cachet.materializers.view.errors import ViewCorruptError
 
 __all__ = [
     "CURRENT_PREFIX",
@@ -79,6 +79,9 @@ _STATE_CODE: dict[EntryState, int] = {
     EntryState.SUPERSEDED: 2,
     EntryState.EXPIRED: 3,
     EntryState.REVOKED: 4,
+    # A transition to a state a newer writer knows and this one does not:
+    # stored as it came (the log says it), never served (only ACTIVE is).
+    EntryState.UNKNOWN: 5,
 }
 _CODE_STATE: dict[int, EntryState] = {code: state for state, code in _STATE_CODE.items()}
 

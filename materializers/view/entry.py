@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+# The one EntryState (the Avro symbols), defined in the kernel: the read
+# verdict needs it and sits below the view. Re-exported for the view's users.
+from cachet.verdict import EntryState
+
 __all__ = ["EntryState", "ViewEntry"]
-
-
-class EntryState(str, enum.Enum):  # noqa: UP042 -- same symbols and str() as the Avro EntryState
-    """Lifecycle state of one entry version; only ACTIVE is served.
-
-    The Avro ``EntryState`` also has ``UNKNOWN`` (its schema-evolution
-    default); the view never stores it: an event carrying it is refused
-    before it reaches the store.
-    """
-
-    ACTIVE = "ACTIVE"
-    SUPERSEDED = "SUPERSEDED"
-    EXPIRED = "EXPIRED"
-    REVOKED = "REVOKED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +16,11 @@ class ViewEntry:
     """One version of one cache key as the live view holds it.
 
     Built from a CacheWritten (the value and its metadata) and changed by
-    StateTransitioned events. ``event_hash`` is the head of the key's hash
-    chain: the SHA3-256 of the exact bytes of the last event applied to this
-    key; ``producer_id``/``seal_seq`` name the seal that covered that event.
+    StateTransitioned events; ``state`` UNKNOWN (a transition to a state this
+    reader does not know) is never served. ``event_hash`` is the head of the
+    key's hash chain: the SHA3-256 of the exact bytes of the last event
+    applied to this key; ``producer_id``/``seal_seq`` name the seal that
+    covered that event.
     """
 
     key_hash: bytes

@@ -23,12 +23,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from cachet.materializers.view import codec
+from cachet.materializers.view.batch import (
+    FORMAT_META,
+    ViewBatch,
+    decode_current,
+    decode_history,
+    scan,
+)
+from cachet.materializers.view.entry import ViewEntry
+from cachet.materializers.view.errors import ViewBatchError, ViewFormatError, ViewMissingError
 from rocksdict import DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
-
-from materializers.view import codec
-from materializers.view.batch import FORMAT_META, ViewBatch, decode_current, decode_history, scan
-from materializers.view.entry import ViewEntry
-from materializers.view.errors import ViewBatchError, ViewFormatError, ViewMissingError
 
 __all__ = ["STATE_HASH_DOMAIN", "VIEW_FORMAT_VERSION", "ViewStore"]
 
@@ -139,7 +144,7 @@ class ViewStore:
         index) in key order, not offsets or metadata (they depend on where a
         log was read, not on what it said). The hashed stream is
         ``STATE_HASH_DOMAIN`` then, per row, ``u32 len(key) || key || u32
-        len(value) || value`` with the layout of :mod:`materializers.view.codec`.
+        len(value) || value`` with the layout of :mod:`cachet.materializers.view.codec`.
         """
         h = hashlib.sha3_256(STATE_HASH_DOMAIN)
         for prefix in (codec.CURRENT_PREFIX, codec.HISTORY_PREFIX, codec.SUBJECT_PREFIX):

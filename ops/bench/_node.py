@@ -21,21 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from cachet.ops.bench._support import bench_broker
+from cachet.processors.watermarks import WatermarkTicker
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode, NodeKeys
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from confluent_kafka import Producer
 
 from cachet.config import CachetConfig, parse_config
 from cachet.config.enums import AuditMode
 from cachet.crypto.seal import PrivateKeySet
 from cachet.errors import CachetError
-from cachet.kafka import producer_settings
-from cachet.ledger.registration import publish_control, registration_payload
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import producer_settings
+from cachet.ledger.registration import registration_payload
 from cachet.topics import Topic, TopicNames
-from ops.bench._support import bench_broker
-from processors.watermarks import WatermarkTicker
-from producers.cache_node import CacheNode, NodeKeys
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
-from schemas.events import EventType
 
 __all__ = [
     "BENCH_CONTRACT",
@@ -120,14 +122,9 @@ class BenchLedger:
 
     def sealing_producer(self, identity: str) -> SealingProducer:
         self.register(identity)
-        attestation = self.base.attestation
-        return SealingProducer(
-            Producer(producer_settings(self.servers)),
-            self._codec,
-            self.names,
-            identity,
-            self.signing,
-            SealingSettings(attestation.seal_batch_max_events, attestation.seal_batch_max_ms),
+        config = bench_config(self.base, self.servers, self.names)
+        return SealingProducer.from_config(
+            config, self.servers, identity, self.signing, codec=self._codec
         )
 
     def node(
@@ -218,7 +215,7 @@ def bench_value(size: int = 64) -> bytes:
 def fill(node: CacheNode, keys: list[str], value: bytes, timeout_s: float = 120.0) -> float:
     """put() every key, then wait until this node's view holds every one of
     them; returns the seconds from the first put to the last key visible."""
-    client = node.client()
+    client = CacheClient(node)
     start = time.perf_counter()
     pending = [client.put_async(k, value, contract=BENCH_CONTRACT) for k in keys]
     receipts = [p.acknowledged(60.0) for p in pending]

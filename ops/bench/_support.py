@@ -8,9 +8,10 @@ import statistics
 import uuid
 from collections.abc import Iterator, Sequence
 
-from cachet.kafka import create_topics
+from cachet.ops.broker import EmbeddedBroker
+
+from cachet.kafka.settings import create_topics
 from cachet.topics import TopicNames
-from ops.broker import EmbeddedBroker
 
 __all__ = ["bench_broker", "fresh_topics", "percentile", "median"]
 

@@ -28,9 +28,7 @@ import logging
 import time
 from typing import Any
 
-from cachet.config import CachetConfig, default_config
-from cachet.config.enums import AuditMode
-from ops.bench._node import (
+from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchSetupError,
     bench_keys,
@@ -39,10 +37,13 @@ from ops.bench._node import (
     fill,
     wait_visible,
 )
-from ops.bench._redis import redis_server, require_redis
-from ops.bench._support import percentile
-from producers.cache_client import CacheClient
-from producers.cache_node import CacheNode
+from cachet.ops.bench._redis import redis_server, require_redis
+from cachet.ops.bench._support import percentile
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode
+
+from cachet.config import CachetConfig, default_config
+from cachet.config.enums import AuditMode
 
 __all__ = ["format_report", "run"]
 
@@ -132,7 +133,7 @@ def run(
         node_b = ledger.node("bench-node-b", audit=AuditMode.ASYNC)
         fill(node_a, keys, old)
         wait_visible(node_b, [(node_b.hasher.key("default", k), 1) for k in keys], 120)
-        a, b = node_a.client(), node_b.client()
+        a, b = CacheClient(node_a), CacheClient(node_b)
         _warm_b(b, keys, old)
 
         revoke_ms: list[float] = []

@@ -14,6 +14,16 @@ watermark ticks, seal coverage, scope) and produces a CacheRead audit event.
 * ``audit = "sync"``: the read returns only once the broker acknowledged its
   CacheRead (``cachet_sync_audit_per_s``, on a second node, fewer reads).
 
+Where the time goes (``breakdown_us``): a sample of reads through a client
+whose read steps (the methods ``CacheClient.get`` is made of) are timed
+with ``perf_counter_ns``, median per step: key hash, lookup (L1, or the
+view on an L1 miss), evaluate (contract, view health, pending seal, eager
+invalidation), decrypt, audit (metric and CacheRead enqueue); ``other`` is
+the rest of ``get`` (the response) plus the timing itself. Warm: L1 hits,
+as in the timed passes; ``breakdown_cold_us``: the same keys after the L1
+and the key-hash cache were emptied (view read, decrypt, L1 fill). Every
+one of these reads is a real, audited read.
+
 Baseline, same run, same machine: redis-py GET of the same N keys, one
 round trip per call (no pipelining), against a private loopback
 redis-server with persistence off.
@@ -25,9 +35,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from cachet.config import CachetConfig, default_config
-from cachet.config.enums import AuditMode
-from ops.bench._node import (
+from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchSetupError,
     bench_keys,
@@ -37,13 +45,101 @@ from ops.bench._node import (
     wait_until,
     wait_visible,
 )
-from ops.bench._redis import redis_server, require_redis
-from ops.bench._support import percentile
-from producers.cache_node import CacheNode
+from cachet.ops.bench._redis import redis_server, require_redis
+from cachet.ops.bench._support import percentile
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode
+
+from cachet.config import CachetConfig, default_config
+from cachet.config.enums import AuditMode
 
 __all__ = ["format_report", "run"]
 
 VALUE_BYTES = 64
+BREAKDOWN_SAMPLE = 2000
+# The steps of CacheClient.get, in the order a read takes them.
+READ_STEPS = ("key_hash", "lookup", "evaluate", "decrypt", "audit")
+
+
+class _TimedClient(CacheClient):
+    """A CacheClient whose read steps add their time to ``spent_ns`` (reset
+    it between reads); ``get`` itself is the client's own, so what is timed
+    is what a read does."""
+
+    def __init__(self, node: CacheNode) -> None:
+        super().__init__(node)
+        self.spent_ns = dict.fromkeys(READ_STEPS, 0)
+
+    def _spent(self, step: str, since_ns: int) -> None:
+        self.spent_ns[step] += time.perf_counter_ns() - since_ns
+
+    def _key_hash(self, namespace: str, key: str) -> bytes:
+        t0 = time.perf_counter_ns()
+        try:
+            return super()._key_hash(namespace, key)
+        finally:
+            self._spent("key_hash", t0)
+
+    def _lookup(self, key_hash: bytes) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return super()._lookup(key_hash)
+        finally:
+            self._spent("lookup", t0)
+
+    def _evaluate(self, *args: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return super()._evaluate(*args)
+        finally:
+            self._spent("evaluate", t0)
+
+    def _decrypt(self, key: str, entry: Any) -> bytes | None:
+        t0 = time.perf_counter_ns()
+        try:
+            return super()._decrypt(key, entry)
+        finally:
+            self._spent("decrypt", t0)
+
+    def _audit(self, *args: Any) -> None:
+        t0 = time.perf_counter_ns()
+        try:
+            super()._audit(*args)
+        finally:
+            self._spent("audit", t0)
+
+
+def _breakdown(node: CacheNode, keys: list[str]) -> dict[str, dict[str, float]]:
+    """Median microseconds per read of each step of get() (the median, like
+    the p50 headline: the background audit emitter and seal signing share
+    the GIL and stall some reads): ``cold`` right after the L1 was emptied,
+    then ``warm`` (L1 hits) over the same keys. ``other``: the median read
+    less the steps' medians."""
+    sample = keys[:BREAKDOWN_SAMPLE]
+    out: dict[str, dict[str, float]] = {}
+    for phase in ("cold", "warm"):
+        if phase == "cold":
+            node.evict_all()
+        client = _TimedClient(node)
+        clock = time.perf_counter_ns
+        spent: dict[str, list[float]] = {step: [] for step in (*READ_STEPS, "total")}
+        for key in sample:
+            client.spent_ns = dict.fromkeys(READ_STEPS, 0)
+            t0 = clock()
+            r = client.get(key, contract=BENCH_CONTRACT)
+            spent["total"].append((clock() - t0) / 1000)
+            if not r.hit:
+                raise BenchSetupError(
+                    f"breakdown ({phase}): {key!r} missed: {r.reason}, {r.detail}"
+                )
+            for step, ns in client.spent_ns.items():
+                spent[step].append(ns / 1000)
+        parts = {step: percentile(spent[step], 50) for step in READ_STEPS}
+        total_us = percentile(spent["total"], 50)
+        parts["other"] = max(0.0, total_us - sum(parts.values()))
+        parts["total"] = total_us
+        out[phase] = parts
+    return out
 
 
 def _timed_gets(
@@ -51,7 +147,7 @@ def _timed_gets(
 ) -> tuple[float, float, list[float], Counter[str]]:
     """(start, end (perf_counter), per-call latencies in µs, outcome counts)
     of ``passes`` loops of get() over ``keys``."""
-    client = node.client()
+    client = CacheClient(node)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
     clock = time.perf_counter_ns
@@ -66,7 +162,7 @@ def _timed_gets(
 
 
 def _warm(node: CacheNode, keys: list[str]) -> None:
-    client = node.client()
+    client = CacheClient(node)
     misses = [k for k in keys if not client.get(k, contract=BENCH_CONTRACT).hit]
     if misses:
         r = client.get(misses[0], contract=BENCH_CONTRACT)
@@ -131,6 +227,7 @@ def run(
         if drained is None:
             raise BenchSetupError(f"{reads} CacheRead events not emitted within 120s")
         caller_s, sustained_s = caller_end - start, drained - start
+        breakdown = _breakdown(node, keys)
         ledger.close_node(node)
 
         # audit = "sync": a second node, its own replica of the same log.
@@ -167,6 +264,9 @@ def run(
         "redis_p99_us": percentile(redis_lat, 99),
         "ratio": cachet_per_s / redis_per_s,
         "fill_s": fill_s,
+        "breakdown_us": breakdown["warm"],
+        "breakdown_cold_us": breakdown["cold"],
+        "breakdown_reads": min(n, BREAKDOWN_SAMPLE),
     }
 
 
@@ -195,4 +295,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"outcomes {r['cachet_outcomes']}"
     )
     lines.append(f"ratio cachet/redis: {r['ratio']:.3f} ({1 / r['ratio']:.1f}x slower than Redis)")
+    warm, cold = r["breakdown_us"], r["breakdown_cold_us"]
+    lines.append(
+        f"where a read's time goes: median us per step over {r['breakdown_reads']} reads "
+        "(warm: L1 hit; cold: L1 emptied first):"
+    )
+    lines.append(f"  {'step':<10} {'warm':>8} {'cold':>8}")
+    lines += [f"  {step:<10} {warm[step]:>8.2f} {cold[step]:>8.2f}" for step in warm]
     return "\n".join(lines)

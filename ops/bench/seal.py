@@ -11,22 +11,25 @@ verified-consume throughput (a verifying consumer applying sealed events).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
+from cachet.ops.bench._support import bench_broker, fresh_topics, percentile
+from cachet.producers.sealing import SealingProducer, SealingSettings, SealRecord
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from confluent_kafka import Producer
 
+from cachet.clock import SYSTEM_CLOCK
 from cachet.config import CachetConfig, default_config
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import PrivateKeySet, SealHeader, sign_header, sign_message
-from cachet.crypto.signing import SignatureScheme
-from cachet.kafka import producer_settings
-from cachet.ledger.consumer import VerifyingConsumer
-from cachet.ledger.registration import publish_control, registration_payload
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import producer_settings
+from cachet.kafka.verifying import VerifyingConsumer
+from cachet.ledger.registration import registration_payload
 from cachet.topics import Topic
-from ops.bench._support import bench_broker, fresh_topics, percentile
-from producers.sealing import SealingProducer, SealingSettings, SealRecord
-from schemas.codec import EventCodec
-from schemas.events import SAMPLE_PAYLOADS, EventType
 
 
 def _per_event_sign_us(keys: PrivateKeySet, event_bytes: bytes, n: int) -> float:
@@ -50,7 +53,7 @@ def _amortized_sign_us(keys: PrivateKeySet, event_bytes: bytes, batch: int, roun
             root_from_leaf_hashes(leaves),
             bytes(32),
             keys.key_set_id,
-            time.time_ns() // 1000,
+            SYSTEM_CLOCK.now_us(),
         )
         sign_header(header, keys)
         total += time.perf_counter() - start
@@ -58,6 +61,7 @@ def _amortized_sign_us(keys: PrivateKeySet, event_bytes: bytes, batch: int, roun
 
 
 def _through_broker(
+    config: CachetConfig,
     servers: str,
     names,
     keys: PrivateKeySet,
@@ -75,13 +79,18 @@ def _through_broker(
         registration_payload(identity, keys.public(), 0, anchor),
     )
     seals: list[SealRecord] = []
-    sp = SealingProducer(
-        Producer(producer_settings(servers)),
-        codec,
-        names,
+    # The batch size is what this bench varies; the rest is the deployment's.
+    settings = replace(
+        SealingSettings.from_config(config), batch_max_events=batch, batch_max_ms=1000
+    )
+    sp = SealingProducer.from_config(
+        config,
+        servers,
         identity,
         keys,
-        SealingSettings(batch_max_events=batch, batch_max_ms=1000),
+        codec=codec,
+        names=names,
+        settings=settings,
         on_seal=seals.append,
     )
     payload = dict(SAMPLE_PAYLOADS[EventType.CACHE_WRITTEN])
@@ -128,7 +137,7 @@ def run(quick: bool = False, config: CachetConfig | None = None) -> dict[str, An
     config = config or default_config()
     keys, anchor = PrivateKeySet.generate(), PrivateKeySet.generate()
     codec = EventCodec()
-    from schemas.events import new_event
+    from cachet.schemas.events import new_event
 
     event_bytes = codec.encode(
         new_event(
@@ -146,7 +155,7 @@ def run(quick: bool = False, config: CachetConfig | None = None) -> dict[str, An
         for b in batches:
             amort = _amortized_sign_us(keys, event_bytes, b, 3 if quick else 8)
             names = fresh_topics(servers)
-            live = _through_broker(servers, names, keys, anchor, b, n_events, f"bench-{b}")
+            live = _through_broker(config, servers, names, keys, anchor, b, n_events, f"bench-{b}")
             rows.append(
                 {
                     "batch": b,

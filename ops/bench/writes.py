@@ -20,9 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cachet.config import CachetConfig, default_config
-from cachet.config.enums import AuditMode
-from ops.bench._node import (
+from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchSetupError,
     bench_keys,
@@ -30,8 +28,12 @@ from ops.bench._node import (
     bench_value,
     wait_visible,
 )
-from ops.bench._redis import redis_server, require_redis
-from ops.bench._support import percentile
+from cachet.ops.bench._redis import redis_server, require_redis
+from cachet.ops.bench._support import percentile
+from cachet.producers.cache_client import CacheClient
+
+from cachet.config import CachetConfig, default_config
+from cachet.config.enums import AuditMode
 
 __all__ = ["format_report", "run"]
 
@@ -69,7 +71,7 @@ def run(
 
     with bench_ledger(config, bootstrap_servers) as ledger:
         node = ledger.node("bench-writes", audit=AuditMode.ASYNC)
-        client = node.client()
+        client = CacheClient(node)
         client.put("warm-up", value, contract=BENCH_CONTRACT, wait=True, timeout_s=30)
         latencies: list[float] = []
         clock = time.perf_counter_ns

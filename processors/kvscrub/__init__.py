@@ -7,7 +7,7 @@ fused indexed op, verifies them on the device and frees only verified
 blocks, quarantining the rest. The Kafka worker builds on this API.
 """
 
-from processors.kvscrub.errors import (
+from cachet.processors.kvscrub.errors import (
     BlockStateError,
     KvScrubError,
     PolicyViolation,
@@ -16,23 +16,22 @@ from processors.kvscrub.errors import (
     UnscrubbedFree,
     WorkerSetupError,
 )
-from processors.kvscrub.metrics import ScrubMetrics
-from processors.kvscrub.policy import (
+from cachet.processors.kvscrub.metrics import ScrubMetrics
+from cachet.processors.kvscrub.policy import (
     ExpiredSession,
     ExpiryReason,
     SessionKey,
     SessionPolicy,
 )
-from processors.kvscrub.pool import BlockPool, BlockState, PoolShape, QuarantineReason
-from processors.kvscrub.scrub import (
+from cachet.processors.kvscrub.pool import BlockPool, PoolShape
+from cachet.processors.kvscrub.report import ScrubMethod, ScrubReport, ScrubTrigger
+from cachet.processors.kvscrub.scrub import (
     Scrubber,
     ScrubConfigError,
-    ScrubMethod,
-    ScrubReport,
     ScrubSettings,
-    ScrubTrigger,
     sample_positions,
 )
+from cachet.processors.kvscrub.state import BlockState, QuarantineReason
 
 __all__ = [
     "BlockPool",

@@ -8,15 +8,11 @@ logs and dead letters.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+from cachet.processors.kvscrub.policy import ExpiryReason, SessionKey
+from cachet.processors.kvscrub.state import BlockState
 
 from cachet.errors import CachetError
-from processors.kvscrub.policy import ExpiryReason, SessionKey
-
-if TYPE_CHECKING:
-    # Annotations only: pool.py raises these errors, so importing it here at
-    # run time would be circular.
-    from processors.kvscrub.pool import BlockState
 
 __all__ = [
     "BlockStateError",

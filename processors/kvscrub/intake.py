@@ -2,11 +2,11 @@
 
 Wiping KV blocks is not "fail-safe": it is loss of service for a tenant,
 chosen by whoever can make the worker act. So a request from the log reaches
-:class:`~processors.kvscrub.worker.KvScrubWorker` only through
+:class:`~cachet.processors.kvscrub.worker.KvScrubWorker` only through
 :class:`ScrubIntake`, and only when all three hold:
 
 1. **verified** -- the intake reads ``kvscrub`` and ``erasure`` through the
-   :class:`~cachet.ledger.consumer.VerifyingConsumer`, and acts in its
+   :class:`~cachet.kafka.verifying.VerifyingConsumer`, and acts in its
    ``apply`` callback only, i.e. after a verified seal covered the record's
    exact bytes. Unsealed, forged, tampered or replayed records never reach
    ``apply``; the verifier turns them into alerts.
@@ -42,19 +42,21 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachet.processors.kvscrub.errors import WorkerSetupError
+from cachet.processors.kvscrub.worker import KvScrubWorker
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cachet.consume import DeadLetterFailure, DeadLetters, RecordOrigin
-from cachet.crypto.seal import KeySet, SignatureScheme
-from cachet.kafka import consumer_settings
-from cachet.ledger.consumer import VerifyingConsumer
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import KeySet
+from cachet.kafka.consume import DeadLetterFailure, DeadLetters
+from cachet.kafka.settings import consumer_settings
+from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.identity import ProducerIdError, identity_of
+from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
 from cachet.topics import Topic, TopicNames
-from processors.kvscrub.errors import WorkerSetupError
-from processors.kvscrub.worker import KvScrubWorker
-from schemas.codec import EventCodec
-from schemas.events import Event, EventType
 
 __all__ = [
     "REQUEST_TOPICS",

@@ -24,21 +24,19 @@ block ids and counts.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-
-from processors.kvscrub.errors import (
+from cachet.processors.kvscrub.errors import (
     BlockStateError,
     PolicyViolation,
     PoolExhausted,
     UnscrubbedFree,
 )
-from processors.kvscrub.policy import (
+from cachet.processors.kvscrub.policy import (
     Clock,
     ExpiredSession,
     ExpiryReason,
@@ -47,13 +45,12 @@ from processors.kvscrub.policy import (
     evaluate,
     monotonic_clock,
 )
-from processors.kvscrub.prefix_cache import PrefixCache, PrefixKey
+from cachet.processors.kvscrub.prefix_cache import PrefixCache, PrefixKey
+from cachet.processors.kvscrub.state import BlockState, QuarantineReason
 
 __all__ = [
     "BlockPool",
-    "BlockState",
     "PoolShape",
-    "QuarantineReason",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,24 +66,6 @@ _WORD_DTYPES: dict[int, torch.dtype] = {
 
 
 # --------------------------------------------------------------------- values
-class BlockState(enum.Enum):
-    """Where a block is in its lifecycle."""
-
-    FREE = "FREE"
-    ALLOCATED = "ALLOCATED"
-    PENDING_SCRUB = "PENDING_SCRUB"
-    VERIFIED_CLEAN = "VERIFIED_CLEAN"
-    QUARANTINED = "QUARANTINED"
-
-
-class QuarantineReason(enum.Enum):
-    """Why a block was taken out of circulation for good."""
-
-    VERIFY_FAILED = "VERIFY_FAILED"
-    UNSCRUBBED_FREE = "UNSCRUBBED_FREE"
-    TTL_NONPOSITIVE = "TTL_NONPOSITIVE"
-
-
 @dataclass(frozen=True, slots=True)
 class PoolShape:
     """The geometry of a block pool; one block holds K and V of every layer."""
@@ -438,7 +417,7 @@ class BlockPool:
     def settle_scrub(self, verified: Sequence[int], failed: Sequence[int]) -> None:
         """Record a scrub's verdict: verified -> VERIFIED_CLEAN, failed -> QUARANTINED.
 
-        For :class:`~processors.kvscrub.scrub.Scrubber`; every block must be
+        For :class:`~cachet.processors.kvscrub.scrub.Scrubber`; every block must be
         PENDING_SCRUB (a block cannot be verified twice or after quarantine).
         """
         with self._lock:

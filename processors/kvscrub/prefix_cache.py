@@ -1,4 +1,4 @@
-"""The tenant-scoped prefix cache of a :class:`~processors.kvscrub.pool.BlockPool`.
+"""The tenant-scoped prefix cache of a :class:`~cachet.processors.kvscrub.pool.BlockPool`.
 
 Maps ``(tenant, content hash)`` to the block holding that content, with a
 reverse index by block so that a block leaving circulation (release,

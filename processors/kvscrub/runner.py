@@ -1,10 +1,10 @@
 """Process wiring of a KV-cache scrub worker: the device, pool and scrubber
 ``[kvscrub]`` describes, the verified request intake, the sealing producer,
 the metrics server, and the poll/drain/tick loop that runs a
-:class:`~processors.kvscrub.worker.KvScrubWorker` until stopped.
+:class:`~cachet.processors.kvscrub.worker.KvScrubWorker` until stopped.
 
-What the worker *does* with a request lives in :mod:`processors.kvscrub.worker`;
-which requests may reach it, in :mod:`processors.kvscrub.intake`; this module
+What the worker *does* with a request lives in :mod:`cachet.processors.kvscrub.worker`;
+which requests may reach it, in :mod:`cachet.processors.kvscrub.intake`; this module
 only builds and runs them.
 """
 
@@ -16,21 +16,22 @@ import time
 from collections.abc import Callable
 
 import torch
+from cachet.processors.kvscrub.errors import WorkerSetupError
+from cachet.processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
+from cachet.processors.kvscrub.pool import BlockPool, PoolShape
+from cachet.processors.kvscrub.report import ScrubMethod
+from cachet.processors.kvscrub.scrub import Scrubber, ScrubSettings
+from cachet.processors.kvscrub.worker import KvScrubWorker
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.codec import EventCodec
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from cachet.config import CachetConfig
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.seal import KeySet, PrivateKeySet
-from cachet.kafka import producer_settings
+from cachet.kafka.settings import producer_settings
 from cachet.topics import TopicNames
-from processors.kvscrub.errors import WorkerSetupError
-from processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
-from processors.kvscrub.pool import BlockPool, PoolShape
-from processors.kvscrub.scrub import Scrubber, ScrubMethod, ScrubSettings
-from processors.kvscrub.worker import KvScrubWorker
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
 
 __all__ = [
     "build_pool",
@@ -128,7 +129,7 @@ def run_worker(
     ``anchor`` is the pinned trust anchor that signs key registrations: only
     requests sealed under keys it registered, by an identity named in
     ``[kvscrub] allowed_requesters``, make the worker act
-    (:mod:`processors.kvscrub.intake`). ``device`` overrides ``[kvscrub]
+    (:mod:`cachet.processors.kvscrub.intake`). ``device`` overrides ``[kvscrub]
     device``. Metrics are served on ``config.node.metrics_port`` when
     non-zero. ``on_ready`` is called once the intake is assigned and before
     the first poll. ``from_beginning`` acts on every request in the log,
@@ -141,16 +142,8 @@ def run_worker(
     scrubber = build_scrubber(config, pool, sample_key)
     codec = EventCodec()
     kafka = config.kafka
-    sealing = SealingProducer(
-        Producer(producer_settings(bootstrap_servers, kafka.producer_overrides)),
-        codec,
-        names,
-        identity,
-        keys,
-        SealingSettings(
-            batch_max_events=config.attestation.seal_batch_max_events,
-            batch_max_ms=config.attestation.seal_batch_max_ms,
-        ),
+    sealing = SealingProducer.from_config(
+        config, bootstrap_servers, identity, keys, codec=codec, names=names
     )
     deadletter_producer = Producer(producer_settings(bootstrap_servers, kafka.producer_overrides))
     allowed = config.kvscrub.allowed_requesters

@@ -6,7 +6,7 @@ reach it from two places only:
 
 * in process: :meth:`KvScrubWorker.finish_request` when the inference code
   that opened a session ends it (the worker's own requests need no log);
-* from the log, through :class:`~processors.kvscrub.intake.ScrubIntake`,
+* from the log, through :class:`~cachet.processors.kvscrub.intake.ScrubIntake`,
   which reads ``kvscrub`` and ``erasure`` with the verifying consumer and
   calls :meth:`~KvScrubWorker.on_scrub_requested` /
   :meth:`~KvScrubWorker.on_erasure_requested` only for a request whose seal
@@ -34,7 +34,6 @@ holds. No payload byte is ever put in an event or a log line.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections import deque
@@ -42,16 +41,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachet.processors.kvscrub.errors import KvScrubError, ScrubRequestError
+from cachet.processors.kvscrub.metrics import ScrubMetrics
+from cachet.processors.kvscrub.policy import SessionKey, SessionPolicy
+from cachet.processors.kvscrub.pool import BlockPool
+from cachet.processors.kvscrub.report import ScrubReport, ScrubTrigger
+from cachet.processors.kvscrub.scrub import Scrubber
+from cachet.processors.kvscrub.state import QuarantineReason
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.events import Event, EventType
+from cachet.schemas.payloads import ErasureScope
 from prometheus_client import CollectorRegistry
 
 from cachet.crypto.identifiers import IdentifierHasher
-from processors.kvscrub.errors import KvScrubError, ScrubRequestError
-from processors.kvscrub.metrics import ScrubMetrics
-from processors.kvscrub.policy import SessionKey, SessionPolicy
-from processors.kvscrub.pool import BlockPool, QuarantineReason
-from processors.kvscrub.scrub import Scrubber, ScrubReport, ScrubTrigger
-from producers.sealing import SealingProducer
-from schemas.events import Event, EventType
 
 __all__ = [
     "ErasureScope",
@@ -62,14 +64,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HASH_BYTES = 32
-
-
-class ErasureScope(enum.Enum):
-    """Symbols of the ``ErasureScope`` Avro enum."""
-
-    SUBJECT = "SUBJECT"
-    TENANT = "TENANT"
-    UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True, slots=True)

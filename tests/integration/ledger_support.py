@@ -15,17 +15,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
+from cachet.producers.sealing import SealingProducer, SealingSettings
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from cachet.crypto.seal import PrivateKeySet, SignatureScheme
-from cachet.kafka import consumer_settings, create_topics, producer_settings
-from cachet.ledger.consumer import VerifyingConsumer
-from cachet.ledger.registration import publish_control, registration_payload
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import PrivateKeySet
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import consumer_settings, create_topics, producer_settings
+from cachet.kafka.verifying import VerifyingConsumer
+from cachet.ledger.registration import registration_payload
 from cachet.ledger.verifier import Applied, IntegrityStatus, Rejected
 from cachet.topics import Topic, TopicNames
-from producers.sealing import SealingProducer, SealingSettings
-from schemas.codec import EventCodec
-from schemas.events import SAMPLE_PAYLOADS, Event, EventType
 
 REQUIRED = tuple(SignatureScheme)
 PARTITIONS = 3
@@ -128,6 +130,7 @@ class Ledger:
         keys: PrivateKeySet,
         names: TopicNames | None = None,
         batch: int = 8,
+        window_ms: int = 30,
         **kw,
     ) -> SealingProducer:
         return SealingProducer(
@@ -136,7 +139,7 @@ class Ledger:
             names or self.names,
             identity,
             keys,
-            SealingSettings(batch_max_events=batch, batch_max_ms=30),
+            SealingSettings(batch_max_events=batch, batch_max_ms=window_ms),
             **kw,
         )
 

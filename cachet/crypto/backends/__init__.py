@@ -2,4 +2,6 @@
 
 Nothing here imports ``oqs`` at import time; ``cachet.crypto.signing``
 imports :mod:`cachet.crypto.backends.oqs` only after it found the library.
+Backends import their vocabulary from :mod:`cachet.crypto.schemes`, never
+from ``cachet.crypto.signing``, which imports them.
 """

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cachet.crypto.signing import KeyPair, SignatureScheme, SigningError
+from cachet.crypto.schemes import KeyPair, SignatureScheme, SigningError
 
 __all__ = ["OQS_ALGORITHMS", "OqsBackend", "backend"]
 

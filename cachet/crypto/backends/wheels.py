@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 from pqcrypto.sign import ml_dsa_65 as pq_ml_dsa_65
 from pqcrypto.sign import slh_dsa_sha2_128f as pq_slh_dsa_sha2_128f
 
-from cachet.crypto.signing import KeyPair, SignatureScheme, SigningBackend, SigningError
+from cachet.crypto.schemes import KeyPair, SignatureScheme, SigningBackend, SigningError
 
 __all__ = [
     "CryptographyMlDsa65",

@@ -171,8 +171,9 @@ class Cluster:
         assert wait_until(lambda: node.health()[0] == 200, timeout_s) is not None, node.health()
 
     def restart_broker_empty(self) -> None:
-        from cachet.kafka import create_topics
-        from ops.broker import EmbeddedBroker
+        from cachet.ops.broker import EmbeddedBroker
+
+        from cachet.kafka.settings import create_topics
 
         port = self.broker.port
         self.broker.stop()
@@ -190,16 +191,16 @@ def start_cluster(root: Path, identities: list[str], contracts: str) -> Cluster:
     """Broker, topics, keystore (``identities`` registered), a running ticker."""
     import threading
 
+    from cachet.ops.broker import EmbeddedBroker, free_port
+    from cachet.processors.watermarks import WatermarkTicker
+    from cachet.producers.sealing import SealingProducer, SealingSettings
+    from cachet.schemas.codec import EventCodec
     from confluent_kafka import Producer
 
     from cachet.cli.main import main
     from cachet.crypto.keystore import Keystore, load_kek
-    from cachet.kafka import create_topics, producer_settings
+    from cachet.kafka.settings import create_topics, producer_settings
     from cachet.topics import TopicNames
-    from ops.broker import EmbeddedBroker, free_port
-    from processors.watermarks import WatermarkTicker
-    from producers.sealing import SealingProducer, SealingSettings
-    from schemas.codec import EventCodec
 
     broker = EmbeddedBroker(port=free_port()).start()
     servers = broker.bootstrap_servers

@@ -11,16 +11,17 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-
-from cachet.kafka import consumer_settings
-from cachet.topics import Topic
-from producers.cache_client import (
+from cachet.producers.cache_client import (
+    CacheClient,
     InvalidArgument,
     UnknownContract,
     ValueTooLarge,
 )
-from schemas.events import EventType
+from cachet.schemas.events import EventType
+from confluent_kafka import Consumer, TopicPartition
+
+from cachet.kafka.settings import consumer_settings
+from cachet.topics import Topic
 from tests.integration.cache.logtools import INTEGRITY_ALERTS, alerts_by, read_alerts, read_events
 
 from .nodeproc import wait_for
@@ -48,7 +49,7 @@ def test_bad_puts_are_refused_and_each_next_put_is_served(
 ) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     for version, (kwargs, argument) in enumerate(BAD_PUTS, start=1):
         before = node.producer.position
         put = {"key": "AAPL", "value": b"189.12", "contract": "quotes", **kwargs}
@@ -82,7 +83,7 @@ def test_bad_puts_are_refused_and_each_next_put_is_served(
 def test_put_many_validates_every_item_before_emitting_any(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     before = node.producer.position.next_seq
     with pytest.raises(InvalidArgument) as refused:
         client.put_many([("a", b"1"), ("b", "2")], contract="quotes")  # type: ignore[list-item]
@@ -114,7 +115,7 @@ def test_put_returns_only_after_the_broker_acknowledged(
 ) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
 
     receipt = client.put("durable", b"kept", contract="quotes")  # no wait for the view
     # The broker already gave the write its place in the log: the receipt
@@ -138,7 +139,7 @@ def test_sync_audit_returns_after_its_read_record_is_acknowledged(
 ) -> None:
     node = make_node(config=make_config(audit={"mode": "sync"}))
     assert node.wait_caught_up()
-    r = node.client().get("absent", contract="quotes")
+    r = CacheClient(node).get("absent", contract="quotes")
     assert not r.hit and node.audit.emitted == 1
     # Acknowledged before the read returned: the record is in the log now.
     reads = [e for _, e in read_events(bootstrap_servers, topics, Topic.READS)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.fingerprint import Computation
 
 from cachet.config.enums import Role
 from cachet.verdict import MissReason, VerificationStatus
-from producers.fingerprint import Computation
 
 from .nodeproc import wait_for
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_put_then_get_serves_the_value_with_proofs(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     receipt = client.put("AAPL", b"189.12", contract="quotes", wait=True)
     r = wait_for(lambda: (x := client.get("AAPL", contract="quotes")).hit and x)
     assert r.hit and r.value == b"189.12"
@@ -31,7 +32,7 @@ def test_put_then_get_serves_the_value_with_proofs(make_node, ticker) -> None:
 def test_miss_reasons(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    c = node.client()
+    c = CacheClient(node)
     assert c.get("nope", contract="quotes").reason is MissReason.NOT_FOUND
     comp = Computation(input="MSFT", computation="mid-price", parameters={"venue": "X"})
     c.put("MSFT", b"410.5", contract="quotes", computation=comp, wait=True)
@@ -48,7 +49,7 @@ def test_miss_reasons(make_node, ticker) -> None:
 def test_revoke_supersede_and_get_or_compute(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    c = node.client()
+    c = CacheClient(node)
     c.put("K", b"v1", contract="quotes", wait=True)
     c.put("K", b"v2", contract="quotes", wait=True)
     r = wait_for(lambda: (x := c.get("K", contract="quotes")).hit and x)
@@ -65,11 +66,11 @@ def test_revoke_supersede_and_get_or_compute(make_node, ticker) -> None:
 def test_role_matrix_and_scope(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    owner = node.client(Role.OWNER, scope="tenant-a")
+    owner = CacheClient(node, Role.OWNER, scope="tenant-a")
     owner.put("prompt-1", b"secret answer", contract="quotes", wait=True)
     assert wait_for(lambda: owner.get("prompt-1", contract="quotes").hit)
-    regulator = node.client(Role.REGULATOR, scope="tenant-a")
-    auditor = node.client(Role.AUDITOR, scope="tenant-a")
+    regulator = CacheClient(node, Role.REGULATOR, scope="tenant-a")
+    auditor = CacheClient(node, Role.AUDITOR, scope="tenant-a")
     for reader in (regulator, auditor):
         r = reader.get("prompt-1", contract="quotes")
         assert r.hit and r.value is None, f"{reader.role} must never see plaintext"
@@ -79,14 +80,14 @@ def test_role_matrix_and_scope(make_node, ticker) -> None:
             reader.put("x", b"y", contract="quotes")
         with pytest.raises(Exception, match="only the owner"):
             reader.revoke("prompt-1")
-    other_tenant = node.client(Role.OWNER, scope="tenant-b")
+    other_tenant = CacheClient(node, Role.OWNER, scope="tenant-b")
     assert other_tenant.get("prompt-1", contract="quotes").reason is MissReason.SCOPE_MISMATCH
 
 
 def test_contractual_mode_needs_confirmation(make_node, ticker) -> None:
     node = make_node()
     assert node.wait_caught_up()
-    c = node.client()
+    c = CacheClient(node)
     c.put("rate", b"5.25", contract="confirmed", wait=True)
     assert wait_for(
         lambda: c.get("rate", contract="confirmed").reason is MissReason.FRESHNESS_UNCONFIRMED, 5
@@ -98,6 +99,6 @@ def test_contractual_mode_needs_confirmation(make_node, ticker) -> None:
 def test_without_ticks_the_view_fails_closed(make_node) -> None:
     node = make_node()
     assert node.wait_caught_up(ticks=False)
-    c = node.client()
+    c = CacheClient(node)
     c.put("A", b"1", contract="quotes", wait=True)
     assert c.get("A", contract="quotes").reason is MissReason.VIEW_STALE

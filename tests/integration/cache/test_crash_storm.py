@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cachet.materializers.view import ViewStore
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 
 from cachet.ledger.identity import identity_of
 from cachet.topics import Topic
-from materializers.view import ViewStore
-from schemas.codec import EventCodec
-from schemas.events import EventType
 
 from .logtools import alerts_by, count_alerts, read_alerts, read_events
 from .nodeproc import Cluster, NodeProcess, start_cluster, wait_until

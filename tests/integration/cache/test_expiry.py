@@ -18,17 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cachet.materializers.live_view import LiveView
+from cachet.materializers.view import EntryState, ViewEntry
+from cachet.processors.expiry import ExpiryProcessor
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.events import Event, EventType
 from prometheus_client import CollectorRegistry
 
 from cachet.cli.main import main
 from cachet.config import CachetConfig
 from cachet.topics import Topic
 from cachet.verdict import MissReason
-from materializers.live_view import LiveView
-from materializers.view import EntryState, ViewEntry
-from processors.expiry import ExpiryProcessor
-from producers.sealing import SealingProducer
-from schemas.events import Event, EventType
 from tests.integration.ledger_support import Ledger, LedgerRun
 
 from .nodeproc import wait_for
@@ -65,15 +66,12 @@ def make_expiry(
         config = config or make_config()
         keys = make_keys(name)
         producer = ledger.sealing_producer(name, producer_keys)
-        view = LiveView.open(
+        view = LiveView.from_config(
+            config,
+            bootstrap_servers,
+            keys.anchor,
             tmp_path / f"view-{name}",
-            bootstrap_servers=bootstrap_servers,
-            names=config.kafka.topic_names(),
-            anchor=keys.anchor,
-            required=config.attestation.schemes,
             alert=lambda event_type, payload: None,
-            partitions={t: config.kafka.partitions_for(t) for t in Topic},
-            name=f"view-{name}",
         )
         proc = ExpiryProcessor(
             view, producer, config.contracts, scan_interval_s=0.1, registry=CollectorRegistry()
@@ -137,7 +135,7 @@ def test_ttl_expires_an_entry_nobody_reads(make_node, make_expiry, ticker, ledge
     node = make_node()
     assert node.wait_caught_up()
     assert make_expiry().wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     receipt = client.put("AAPL", b"189.12", contract="quotes", ttl_ms=300, wait=True)
     # Nobody reads it: the view still turns EXPIRED, from the ledger.
     entry = wait_for(lambda: state_of(node.view, receipt.key_hash, EntryState.EXPIRED), 15)
@@ -163,7 +161,7 @@ def test_max_staleness_expires_an_entry_without_ttl(make_node, make_expiry, tick
     node = make_node()
     assert node.wait_caught_up()
     assert make_expiry().wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     receipt = client.put("Q", b"1", contract="fast", wait=True)  # 400 ms max staleness
     entry = wait_for(lambda: state_of(node.view, receipt.key_hash, EntryState.EXPIRED), 15)
     assert entry is not None, "the entry did not expire"
@@ -178,7 +176,7 @@ def test_entries_within_their_window_stay_active(make_node, make_expiry, ticker)
     assert node.wait_caught_up()
     h = make_expiry()
     assert h.wait_caught_up()
-    client = node.client()
+    client = CacheClient(node)
     no_ttl = client.put("A", b"1", contract="quotes", wait=True)  # 30 s max staleness
     long_ttl = client.put("B", b"2", contract="quotes", ttl_ms=60_000, wait=True)
     # "fast" allows 400 ms, but the entry's own TTL is its limit.
@@ -199,7 +197,7 @@ def test_one_transition_per_key_version_across_scans_and_restart(
 ) -> None:
     node = make_node()
     assert node.wait_caught_up(ticks=False)
-    receipt = node.client().put("K", b"v", contract="quotes", ttl_ms=1_000, wait=True)
+    receipt = CacheClient(node).put("K", b"v", contract="quotes", ttl_ms=1_000, wait=True)
     h = make_expiry(run=False)
     proc, view = h.proc, h.view
 

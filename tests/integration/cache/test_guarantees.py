@@ -31,11 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType, SealRef, new_event
 
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.topics import Topic
-from schemas.codec import EventCodec
-from schemas.events import EventType, SealRef, new_event
 
 from .logtools import (
     INTEGRITY_ALERTS,

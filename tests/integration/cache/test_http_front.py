@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from producers.node_http import HttpFrontError, NodeHttpServer
+from cachet.producers.node_http import HttpFrontError, NodeHttpServer
 
 from .nodeproc import wait_for
 

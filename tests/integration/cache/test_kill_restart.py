@@ -14,8 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from materializers.view import ViewStore
+from cachet.materializers.view import ViewStore
 
 from .nodeproc import start_cluster, wait_until
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from confluent_kafka import Consumer, TopicPartition
 
-from cachet.kafka import consumer_settings
+from cachet.kafka.settings import consumer_settings
 from cachet.topics import Topic
-from schemas.codec import EventCodec
-from schemas.events import EventType
 
 from .nodeproc import Cluster, NodeProcess, start_cluster, wait_until
 

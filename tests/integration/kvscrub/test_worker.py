@@ -12,25 +12,26 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from cachet.processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
+from cachet.processors.kvscrub.pool import BlockPool, PoolShape
+from cachet.processors.kvscrub.runner import run_worker
+from cachet.processors.kvscrub.scrub import Scrubber
+from cachet.processors.kvscrub.state import BlockState
+from cachet.processors.kvscrub.worker import KvScrubWorker
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType, SealRef, new_event
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from cachet.config import load_config
-from cachet.consume import DL_HEADER_FAILURE, headers_dict
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka import consumer_settings, producer_settings
+from cachet.kafka.consume import DL_HEADER_FAILURE, headers_dict
+from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.topics import Topic, TopicNames
-from processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
-from processors.kvscrub.pool import BlockPool, BlockState, PoolShape
-from processors.kvscrub.runner import run_worker
-from processors.kvscrub.scrub import Scrubber
-from processors.kvscrub.worker import KvScrubWorker
-from producers.sealing import SealingProducer
-from schemas.codec import EventCodec
-from schemas.events import Event, EventType, SealRef, new_event
 from tests.integration.ledger_support import REQUIRED, Ledger
-from tests.unit.kvscrub.helpers import SkipOneScrubber, block_is_zero
+from tests.unit.processors.kvscrub.helpers import SkipOneScrubber, block_is_zero
 
 pytestmark = pytest.mark.integration
 

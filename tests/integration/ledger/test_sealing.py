@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from cachet.schemas.events import EventType
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
-from cachet.kafka import consumer_settings, producer_settings
-from cachet.ledger.consumer import VerifyingConsumer, alert_for
+from cachet.kafka.settings import consumer_settings, producer_settings
+from cachet.kafka.verifying import VerifyingConsumer, alert_for
 from cachet.ledger.verifier import IntegrityStatus
 from cachet.topics import Topic
-from schemas.events import EventType
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def test_new_epoch_restarts_the_chain_and_seals_nothing_falsely(
 ) -> None:
     """What a producer does when the broker lost its session: a new epoch.
     The abandoned open batch is never sealed; the new chain verifies."""
-    from producers.sealing import SealingProducer, SealingSettings
+    from cachet.producers.sealing import SealingProducer, SealingSettings
 
     ledger.register("svc-e", producer_keys)
 

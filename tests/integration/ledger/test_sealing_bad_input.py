@@ -14,11 +14,7 @@ import copy
 import time
 
 import pytest
-from confluent_kafka import Producer
-
-from cachet.kafka import MAX_RECORD_BYTES, producer_settings
-from cachet.topics import Topic
-from producers.sealing import (
+from cachet.producers.sealing import (
     EventNotDelivered,
     InvalidEvent,
     ProducerQueueFull,
@@ -26,7 +22,11 @@ from producers.sealing import (
     SealingProducer,
     SealingSettings,
 )
-from schemas.events import SAMPLE_PAYLOADS, Event, EventType
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType
+from confluent_kafka import Producer
+
+from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
+from cachet.topics import Topic
 from tests.integration.ledger_support import Ledger
 
 pytestmark = pytest.mark.integration

@@ -7,16 +7,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
 from confluent_kafka import Producer
 
 from cachet.crypto.registry import RevocationReason
 from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka import producer_settings
-from cachet.ledger.registration import publish_control, revocation_payload
+from cachet.kafka.control import publish_control
+from cachet.kafka.settings import producer_settings
+from cachet.ledger.registration import revocation_payload
 from cachet.ledger.verifier import IntegrityStatus
 from cachet.topics import Topic
-from schemas.codec import EventCodec
-from schemas.events import Event, EventType
 from tests.integration.ledger_support import Ledger, Record, emit_sample, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.tamper]
@@ -37,10 +38,12 @@ def genuine(
     """A real producer's records (events then seals), written to staging."""
     if register:
         ledger.register(identity, keys)
-    sp = staging.sealing_producer(identity, keys, batch=batch)
+    # Batches close by count only (a long window): a window closing early
+    # under load would add a seal and change the record count.
+    sp = staging.sealing_producer(identity, keys, batch=batch, window_ms=60_000)
     emit_sample(sp, n)
     sp.close()
-    return read_all(staging.servers, staging.names, TOPICS, n + n // batch)
+    return read_all(staging.servers, staging.names, TOPICS, n + -(-n // batch))
 
 
 def events(records: list[Record]) -> list[Record]:

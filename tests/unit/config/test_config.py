@@ -24,7 +24,6 @@ from cachet.config import (
     Role,
     ScrubDevice,
     ScrubMethod,
-    SignatureScheme,
     TlsVersion,
     TransitSecurity,
     VerificationMode,
@@ -33,6 +32,7 @@ from cachet.config import (
     parse_config,
     parse_duration_ms,
 )
+from cachet.crypto.schemes import SignatureScheme
 from cachet.topics import Topic
 
 SEEDS = Path(__file__).resolve().parents[2] / "fixtures" / "seeds"

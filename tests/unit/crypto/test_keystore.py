@@ -11,8 +11,8 @@ import pytest
 
 from cachet.crypto.aead import DataKey
 from cachet.crypto.keystore import Keystore, KeystoreError, load_kek
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import PrivateKeySet, SealHeader, sign_header, verify_header
-from cachet.crypto.signing import SignatureScheme
 
 KEK = bytes(range(32))
 

@@ -16,6 +16,7 @@ from cachet.crypto.registry import (
     rotation_statement,
     sign_statement,
 )
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     KeySet,
     NoteFormatError,
@@ -25,7 +26,6 @@ from cachet.crypto.seal import (
     sign_header,
     verify_header,
 )
-from cachet.crypto.signing import SignatureScheme
 
 ALL = tuple(SignatureScheme)
 T0 = 1_000_000

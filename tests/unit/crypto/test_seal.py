@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
+from cachet.crypto.schemes import SignatureScheme, SigningError
 from cachet.crypto.seal import (
     GENESIS_PREV_SEAL_HASH,
     KeySet,
@@ -26,7 +27,6 @@ from cachet.crypto.seal import (
     verify_header,
     verify_seal_batch,
 )
-from cachet.crypto.signing import SignatureScheme, SigningError
 
 ALL = tuple(SignatureScheme)
 LEAVES = [leaf_hash(f"event-{i}".encode()) for i in range(7)]

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 
 from cachet.crypto.backends import wheels
+from cachet.crypto.schemes import KeyPair, SignatureScheme, SigningBackend, SigningError
 from cachet.crypto.signing import (
     BackendUnavailable,
-    KeyPair,
-    SignatureScheme,
-    SigningBackend,
-    SigningError,
     available_backends,
     backend_for,
     key_id,
@@ -129,7 +126,8 @@ def test_a_directory_with_a_fake_liboqs_is_found_but_oqs_not_imported(tmp_path: 
 def test_fresh_interpreter_never_imports_oqs() -> None:
     code = (
         "import sys\n"
-        "from cachet.crypto.signing import SignatureScheme, backend_for, available_backends\n"
+        "from cachet.crypto.schemes import SignatureScheme\n"
+        "from cachet.crypto.signing import backend_for, available_backends\n"
         "from cachet.crypto.seal import PrivateKeySet\n"
         "import cachet.crypto.backends.wheels\n"
         "for s in SignatureScheme:\n"

@@ -11,17 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 from cachet.cli.main import main
-from cachet.consume import RecordOrigin
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, root_from_leaf_hashes
 from cachet.crypto.registry import registration_statement, sign_statement
+from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import (
     KeySet,
     PrivateKeySet,
     SealHeader,
     SignatureLine,
-    SignatureScheme,
     note_bytes,
     seal_hash,
     sign_header,
@@ -49,9 +50,8 @@ from cachet.ledger.cab_format import (
     parse_registration,
     parse_signature_lines,
 )
+from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, VerifiedSeal
-from schemas.codec import EventCodec
-from schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 IDENTITY = "svc"
 PRODUCER_ID = "svc@0a1b2c"
@@ -610,7 +610,7 @@ def test_event_fingerprint_is_crc64_avro_of_the_inlined_canonical_form(
 ) -> None:
     import json
 
-    from schemas.loader import SCHEMA_DIR, load_schema_set
+    from cachet.schemas.loader import SCHEMA_DIR, load_schema_set
 
     canonical = load_schema_set(SCHEMA_DIR).canonical_form
     # Parsing Canonical Form: no doc/default/logicalType/namespace, full names,

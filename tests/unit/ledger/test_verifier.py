@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
-from cachet.consume import RecordOrigin
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from cachet.crypto.registry import (
     KeyRegistry,
@@ -22,19 +23,12 @@ from cachet.crypto.registry import (
     rotation_statement,
     sign_statement,
 )
-from cachet.crypto.seal import (
-    PrivateKeySet,
-    SealHeader,
-    SignatureScheme,
-    leaf_topics_digest,
-    seal_hash,
-    sign_header,
-)
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import PrivateKeySet, SealHeader, leaf_topics_digest, seal_hash, sign_header
 from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.identity import GENESIS_SEAL_HASH
+from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome, Rejected, SealVerifier
-from schemas.codec import EventCodec
-from schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 REQUIRED = tuple(SignatureScheme)
 PREFIX = "t."

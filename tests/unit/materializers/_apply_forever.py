@@ -14,7 +14,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from materializers.view import EntryState, ViewBatch, ViewEntry, ViewStore
+from cachet.materializers.view import EntryState, ViewBatch, ViewEntry, ViewStore
 
 TOPIC = "t"
 KEYS = 11

@@ -1,4 +1,4 @@
-"""producers.fingerprint: canonical, injective, domain-separated, pinned."""
+"""cachet.producers.fingerprint: canonical, injective, domain-separated, pinned."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from producers.fingerprint import (
+from cachet.producers.fingerprint import (
     DOMAIN,
     CanonicalJsonError,
     Computation,
@@ -23,6 +20,8 @@ from producers.fingerprint import (
     fingerprint_hex,
     llm_computation,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # -- known answers: the encoding must never drift silently --------------------
 

@@ -21,6 +21,7 @@ import io
 import json
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,42 @@ import avro.errors
 import avro.io
 import avro.schema
 import pytest
-
-from schemas.codec import DecodeError, DecodeFailure, EventCodec
-from schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
+from cachet.schemas.codec import DecodeError, DecodeFailure, EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
 
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 WIRE_DOC = Path(__file__).resolve().parents[3] / "docs" / "wire.md"
 
-# docs/wire.md, "Test vectors". Changing a .avsc beyond its docs changes these.
-ENVELOPE_FINGERPRINT_HEX = "e80bfe7255dacc1e"
-CANONICAL_FORM_SHA256 = "a5f5cd48e202a8a55cb38ee78771048ca3a247a27300573252a928068945fdcd"
-CANONICAL_FORM_LEN = 9060
-# What avro 1.12's own Schema.fingerprint() says for the unstripped Envelope.
-AVRO_LIBRARY_WRONG_FINGERPRINT_HEX = "46daa187296f672f"
+
+@dataclass(frozen=True)
+class Vectors:
+    """docs/wire.md, "Test vectors", for one released schema set."""
+
+    fingerprint_hex: str
+    canonical_form_sha256: str
+    canonical_form_len: int
+    # What avro 1.12's own Schema.fingerprint() says for the unstripped Envelope.
+    avro_library_wrong_fingerprint_hex: str
+
+
+# Released sets never change, so neither do their vectors; the current set
+# (schemas/*.avsc) is the last release. Changing a .avsc beyond its docs
+# makes a new release with vectors of its own.
+VECTORS = {
+    "v1": Vectors(
+        "e80bfe7255dacc1e",
+        "a5f5cd48e202a8a55cb38ee78771048ca3a247a27300573252a928068945fdcd",
+        9060,
+        "46daa187296f672f",
+    ),
+    "v2": Vectors(
+        "adc5ce1187bc0d2a",
+        "9da6dba27e2bfdd800a6054d86b08da29f5d64a1262d1d407b00fb1be8e5d201",
+        9334,
+        "815caa776f95a48d",
+    ),
+}
+CURRENT = VECTORS["v2"]
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -179,24 +203,38 @@ def reader() -> WireReader:
 # --------------------------------------------------------------------------- the format
 
 
+def _check_vectors(schema_dir: Path, vectors: Vectors) -> bytes:
+    envelope, fingerprint, canonical = writer_schemas(schema_dir)
+    assert fingerprint.hex() == vectors.fingerprint_hex
+    assert len(canonical.encode("utf-8")) == vectors.canonical_form_len
+    assert hashlib.sha256(canonical.encode("utf-8")).hexdigest() == vectors.canonical_form_sha256
+    assert bytes(envelope.fingerprint("CRC-64-AVRO")).hex() == (
+        vectors.avro_library_wrong_fingerprint_hex
+    )
+    return fingerprint
+
+
 def test_fingerprint_and_canonical_form_match_the_documented_vectors() -> None:
-    _, fingerprint, canonical = writer_schemas(SCHEMA_DIR)
-    assert fingerprint.hex() == ENVELOPE_FINGERPRINT_HEX
-    assert len(canonical.encode("utf-8")) == CANONICAL_FORM_LEN
-    assert hashlib.sha256(canonical.encode("utf-8")).hexdigest() == CANONICAL_FORM_SHA256
+    fingerprint = _check_vectors(SCHEMA_DIR, CURRENT)
     # Cachet's own codec names its writer schema the same way.
     assert EventCodec().fingerprint == fingerprint
 
 
+@pytest.mark.parametrize("release", sorted(VECTORS))
+def test_every_release_matches_its_documented_vectors(release: str) -> None:
+    _check_vectors(SCHEMA_DIR / "history" / release, VECTORS[release])
+
+
 def test_the_documented_vectors_are_in_the_document() -> None:
     text = WIRE_DOC.read_text(encoding="utf-8")
-    for vector in (
-        ENVELOPE_FINGERPRINT_HEX,
-        CANONICAL_FORM_SHA256,
-        str(CANONICAL_FORM_LEN),
-        AVRO_LIBRARY_WRONG_FINGERPRINT_HEX,
-    ):
-        assert vector in text
+    for vectors in VECTORS.values():
+        for vector in (
+            vectors.fingerprint_hex,
+            vectors.canonical_form_sha256,
+            str(vectors.canonical_form_len),
+            vectors.avro_library_wrong_fingerprint_hex,
+        ):
+            assert vector in text
 
 
 def test_crc64_avro_matches_the_specification_vector() -> None:
@@ -215,7 +253,7 @@ def test_the_library_pitfall_is_still_there() -> None:
     assert '{"type":"string"}' in envelope.canonical_form
     library = bytes(envelope.fingerprint("CRC-64-AVRO"))
     assert library != fingerprint
-    assert library.hex() == AVRO_LIBRARY_WRONG_FINGERPRINT_HEX
+    assert library.hex() == CURRENT.avro_library_wrong_fingerprint_hex
 
 
 @pytest.mark.parametrize("event_type", list(EventType), ids=lambda t: t.value)

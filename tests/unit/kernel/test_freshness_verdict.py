@@ -1,0 +1,281 @@
+"""cachet.freshness and cachet.verdict: one read against its contract."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from cachet.config import InvalidationMode
+from cachet.config.contract import ContractConfig
+from cachet.crypto.schemes import SignatureScheme
+from cachet.freshness import FreshnessProof, freshness_proof
+from cachet.verdict import (
+    EntryFacts,
+    EntryState,
+    MissReason,
+    ReadVerdict,
+    SignatureSummary,
+    VerificationStatus,
+    ViewHealth,
+    evaluate_read,
+)
+
+MS = 1000  # microseconds per millisecond
+NOW = 1_700_000_000_000_000
+FP = bytes(range(32))
+
+# -- freshness ----------------------------------------------------------------
+
+
+def test_proof_numbers_and_payload() -> None:
+    proof = freshness_proof(
+        written_at_us=NOW - 300 * MS, now_us=NOW, max_staleness_ms=1000, view_lag_ms=50
+    )
+    assert proof == FreshnessProof(
+        age_ms=300, max_staleness_ms=1000, headroom_ms=650, view_lag_ms=50
+    )
+    assert proof.fresh
+    assert proof.to_payload() == {
+        "age_ms": 300,
+        "max_staleness_ms": 1000,
+        "headroom_ms": 650,
+        "view_lag_ms": 50,
+    }
+
+
+def test_view_lag_eats_the_budget() -> None:
+    in_log = freshness_proof(
+        written_at_us=NOW - 900 * MS, now_us=NOW, max_staleness_ms=1000, view_lag_ms=0
+    )
+    lagging = freshness_proof(
+        written_at_us=NOW - 900 * MS, now_us=NOW, max_staleness_ms=1000, view_lag_ms=101
+    )
+    assert in_log.fresh
+    assert not lagging.fresh
+    assert lagging.headroom_ms == -1
+
+
+def test_zero_headroom_is_fresh_and_ages_round_up() -> None:
+    exact = freshness_proof(
+        written_at_us=NOW - 1000 * MS, now_us=NOW, max_staleness_ms=1000, view_lag_ms=0
+    )
+    assert exact.headroom_ms == 0 and exact.fresh
+    # 1000.001 ms is older than 1000 ms: rounding must not hide that.
+    over = freshness_proof(
+        written_at_us=NOW - 1000 * MS - 1, now_us=NOW, max_staleness_ms=1000, view_lag_ms=0
+    )
+    assert over.age_ms == 1001 and not over.fresh
+
+
+def test_future_event_time_is_clamped_but_detectable() -> None:
+    proof = freshness_proof(
+        written_at_us=NOW + 250 * MS, now_us=NOW, max_staleness_ms=1000, view_lag_ms=0
+    )
+    assert proof.age_ms == 0
+    assert proof.clock_skew_ms == 250
+    # Skew never extends the window beyond the contract.
+    assert proof.headroom_ms == 1000
+    assert "clock_skew_ms" not in proof.to_payload()
+
+
+def test_negative_inputs_are_programming_errors() -> None:
+    with pytest.raises(ValueError, match="view_lag_ms"):
+        freshness_proof(written_at_us=NOW, now_us=NOW, max_staleness_ms=1, view_lag_ms=-1)
+    with pytest.raises(ValueError, match="max_staleness_ms"):
+        freshness_proof(written_at_us=NOW, now_us=NOW, max_staleness_ms=-1, view_lag_ms=0)
+
+
+# -- verdicts -----------------------------------------------------------------
+
+CONTRACT = ContractConfig(
+    name="quotes",
+    computation_type="quote",
+    max_staleness_ms=1000,
+    required_signatures=(SignatureScheme.ML_DSA_65, SignatureScheme.SLH_DSA_SHA2_128F),
+    fingerprint_fields=("input", "computation", "parameters", "version"),
+    audit_trail_depth_days=30,
+    invalidation=InvalidationMode.EAGER,
+    strict=True,
+)
+ENTRY = EntryFacts(
+    state="ACTIVE",
+    fingerprint=FP,
+    version=3,
+    written_at_us=NOW - 200 * MS,
+    sealed_schemes=("ml-dsa-65", "fn-dsa-512", "slh-dsa-sha2-128f"),
+    key_set_id="ks-1",
+    producer_id="producer-a/epoch-1",
+    seal_seq=42,
+    namespace="quotes",
+    scope="tenant-a",
+)
+VIEW = ViewHealth(caught_up=True, last_tick_age_ms=100, lag_ms=20, discontinuity=False)
+
+
+def read(
+    *,
+    contract: dict[str, Any] | None = None,
+    entry: dict[str, Any] | None = None,
+    view: dict[str, Any] | None = None,
+    missing: bool = False,
+    expected: bytes | None = FP,
+    scope: str | None = "tenant-a",
+) -> ReadVerdict:
+    return evaluate_read(
+        contract=dataclasses.replace(CONTRACT, **(contract or {})),
+        entry=None if missing else dataclasses.replace(ENTRY, **(entry or {})),
+        expected_fingerprint=expected,
+        scope=scope,
+        view=dataclasses.replace(VIEW, **(view or {})),
+        now_us=NOW,
+    )
+
+
+def test_hit_carries_proof_and_signatures() -> None:
+    verdict = read()
+    assert verdict.hit and verdict.reason is None
+    assert verdict.reason_code == "served"
+    assert verdict.freshness == FreshnessProof(
+        age_ms=200, max_staleness_ms=1000, headroom_ms=780, view_lag_ms=20
+    )
+    assert verdict.signatures == SignatureSummary(
+        status=VerificationStatus.VERIFIED,
+        schemes=("ml-dsa-65", "fn-dsa-512", "slh-dsa-sha2-128f"),
+        key_set_id="ks-1",
+        producer_id="producer-a/epoch-1",
+        seal_seq=42,
+    )
+    assert verdict.fingerprint == FP
+    assert verdict.version == 3
+
+
+def test_hit_without_expected_fingerprint_and_without_scope() -> None:
+    assert read(expected=None).hit
+    assert read(entry={"scope": None}, scope=None).hit
+
+
+CONTRACTUAL = {"invalidation": InvalidationMode.CONTRACTUAL}
+
+MISSES: list[tuple[MissReason, dict[str, Any], str]] = [
+    (MissReason.LOG_DISCONTINUITY, {"view": {"discontinuity": True}}, "low watermark"),
+    (MissReason.VIEW_CATCHING_UP, {"view": {"caught_up": False, "lag_ms": 5000}}, "5000 ms"),
+    (MissReason.VIEW_STALE, {"view": {"last_tick_age_ms": None}}, "no watermark tick"),
+    (MissReason.VIEW_STALE, {"view": {"last_tick_age_ms": 1001}}, "1001 ms old"),
+    (MissReason.NOT_FOUND, {"missing": True}, "no entry"),
+    (MissReason.SCOPE_MISMATCH, {"scope": "tenant-b"}, "different scope"),
+    (MissReason.SCOPE_MISMATCH, {"scope": None}, "different scope"),
+    (MissReason.REVOKED, {"entry": {"state": "REVOKED"}}, "version 3 is REVOKED"),
+    (MissReason.EXPIRED, {"entry": {"state": EntryState.EXPIRED}}, "EXPIRED"),
+    (MissReason.SUPERSEDED, {"entry": {"state": "SUPERSEDED"}}, "SUPERSEDED"),
+    (MissReason.STATE_UNKNOWN, {"entry": {"state": "QUARANTINED"}}, "QUARANTINED"),
+    (MissReason.FINGERPRINT_MISMATCH, {"expected": bytes(32)}, "different inputs"),
+    (MissReason.FINGERPRINT_MISMATCH, {"expected": FP[:31]}, "different inputs"),
+    (
+        MissReason.SIGNATURE_UNVERIFIED,
+        {"entry": {"sealed_schemes": ("ml-dsa-65", "fn-dsa-512")}},
+        "requires slh-dsa-sha2-128f",
+    ),
+    (
+        MissReason.SIGNATURE_UNVERIFIED,
+        {"entry": {"sealed_schemes": ()}, "contract": {"required_signatures": ()}},
+        "no verified seal",
+    ),
+    (
+        MissReason.STALE,
+        {"entry": {"written_at_us": NOW - 990 * MS}},
+        "age 990 ms + view lag 20 ms exceeds max staleness 1000 ms of contract 'quotes' by 10 ms",
+    ),
+    (
+        MissReason.FRESHNESS_UNCONFIRMED,
+        {"contract": CONTRACTUAL, "entry": {"confirmed_at_us": None}},
+        "not confirmed version 3",
+    ),
+    (
+        MissReason.FRESHNESS_UNCONFIRMED,
+        {"contract": CONTRACTUAL, "entry": {"confirmed_at_us": NOW - 2000 * MS}},
+        "last source confirmation age 2000 ms",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "setup", "detail"), MISSES, ids=[f"{m[0].value}-{i}" for i, m in enumerate(MISSES)]
+)
+def test_miss(reason: MissReason, setup: dict[str, Any], detail: str) -> None:
+    verdict = read(**setup)
+    assert not verdict.hit
+    assert verdict.reason is reason
+    assert verdict.reason_code == reason.value
+    assert detail in verdict.detail
+
+
+def test_every_evaluated_reason_has_a_case() -> None:
+    produced_elsewhere = {MissReason.DECRYPT_FAILED, MissReason.CONTRACT_UNKNOWN}
+    assert {m[0] for m in MISSES} == set(MissReason) - produced_elsewhere
+
+
+def test_view_health_comes_first() -> None:
+    # A view behind the log cannot even prove absence.
+    assert read(missing=True, view={"caught_up": False}).reason is MissReason.VIEW_CATCHING_UP
+    assert (
+        read(view={"discontinuity": True, "caught_up": False}).reason
+        is MissReason.LOG_DISCONTINUITY
+    )
+
+
+def test_scope_mismatch_reveals_nothing_about_the_entry() -> None:
+    verdict = read(scope="tenant-b", entry={"state": "REVOKED"})
+    assert verdict.reason is MissReason.SCOPE_MISMATCH
+    assert verdict.fingerprint is None and verdict.version is None
+    assert verdict.signatures is None and verdict.freshness is None
+
+
+def test_stale_miss_carries_the_failing_proof() -> None:
+    verdict = read(entry={"written_at_us": NOW - 5000 * MS})
+    assert verdict.freshness is not None and verdict.freshness.headroom_ms == -4020
+    assert verdict.signatures is not None
+    assert verdict.signatures.status is VerificationStatus.VERIFIED
+
+
+def test_unverified_miss_says_so() -> None:
+    verdict = read(entry={"sealed_schemes": ("fn-dsa-512",)})
+    assert verdict.signatures is not None
+    assert verdict.signatures.status is VerificationStatus.UNVERIFIED
+
+
+def test_non_strict_skips_only_the_tick_check() -> None:
+    lax = {"strict": False}
+    assert read(contract=lax, view={"last_tick_age_ms": None}).hit
+    assert read(contract=lax, view={"caught_up": False}).reason is MissReason.VIEW_CATCHING_UP
+    stale = read(contract=lax, entry={"written_at_us": NOW - 5000 * MS})
+    assert stale.reason is MissReason.STALE
+
+
+def test_contractual_freshness_runs_from_the_confirmation() -> None:
+    # Written long ago, confirmed by the source 100 ms ago: served.
+    verdict = read(
+        contract=CONTRACTUAL,
+        entry={"written_at_us": NOW - 60_000 * MS, "confirmed_at_us": NOW - 100 * MS},
+    )
+    assert verdict.hit
+    assert verdict.freshness is not None and verdict.freshness.age_ms == 100
+
+
+def test_verdict_shape_is_consistent() -> None:
+    with pytest.raises(ValueError):
+        ReadVerdict(
+            hit=True,
+            reason=MissReason.STALE,
+            detail="",
+            freshness=None,
+            signatures=None,
+            fingerprint=None,
+            version=None,
+        )
+
+
+def test_view_health_refuses_negative_lag() -> None:
+    with pytest.raises(ValueError, match="lag_ms"):
+        ViewHealth(caught_up=True, last_tick_age_ms=0, lag_ms=-1, discontinuity=False)
