@@ -88,8 +88,13 @@ def test_crash_storm_live_restarted_and_rebuilt_views_agree(tmp_path: Path) -> N
         for _ in range(KILLS):
             c.wait_healthy(writer)
             stop = threading.Event()
+            puts_before = ops.count("put")
             t = threading.Thread(target=_burst, args=(writer, rng, stop, ops), daemon=True)
             t.start()
+            # Every epoch acknowledges at least one write before its kill, so
+            # the storm really spans KILLS producer epochs (a put returns only
+            # once acknowledged, and a loaded host may take a while for one).
+            wait_until(lambda n=puts_before: ops.count("put") > n, 15)
             time.sleep(rng.uniform(0.1, 0.6))
             writer.kill(signal.SIGKILL)  # mid-burst: some events never get their seal
             stop.set()
