@@ -70,11 +70,19 @@ def run(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
     explicit = args.bootstrap_servers or (ctx.bootstrap_servers if ctx.config_path else None)
     with _broker(explicit) as servers, tempfile.TemporaryDirectory() as tmp:
-        names = TopicNames(f"demo-{uuid.uuid4().hex[:8]}.")
-        created = create_topics(servers, names, partitions=3)
-        print(f"provisioned {len(created)} topics under prefix {names.prefix!r}\n")
+        run_id = uuid.uuid4().hex[:8]
+        # Two deployments on one broker: the round trip writes unsigned sample
+        # events, which the signed cache's verifiers would rightly refuse and
+        # alert on, so the cache story gets topics of its own.
+        samples = TopicNames(f"demo-{run_id}-samples.")
+        names = TopicNames(f"demo-{run_id}.")
+        created = {
+            **create_topics(servers, samples, partitions=3),
+            **create_topics(servers, names, partitions=3),
+        }
+        print(f"provisioned {len(created)} topics under {samples.prefix!r} and {names.prefix!r}\n")
         _section("every event type through the broker")
-        _events_round_trip(servers, names)
+        _events_round_trip(servers, samples)
         _section("a signed, contract-checked cache")
         _cache_story(servers, names, Path(tmp))
     print("\ndemo complete")
