@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from cachet.crypto.registry import KeyRegistry, RegistrationRejected, schema_set_statement
 from cachet.crypto.schemes import SignatureScheme
@@ -401,7 +401,10 @@ class VerifyingConsumer:
     def poll(self, timeout_s: float = 0.2, max_records: int = 1000) -> int:
         if not self._schema_sets_read:
             self._schema_sets_read = True
-            self.read_schema_sets()
+            try:
+                self.read_schema_sets()
+            except KafkaException as exc:  # no broker yet: the main read learns them later
+                log.warning("%s: schema sets not read from control at start: %s", self._name, exc)
         taken = self.loop.poll(timeout_s, max_records)
         self._handle(self.verifier.expire(self._clock()))
         return taken
