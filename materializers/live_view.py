@@ -45,15 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cachet.materializers.view import EntryState, ViewEntry, ViewStore
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import Event, EventType
-from cachet.schemas.payloads import (
-    FRESHNESS_CONFIRMED,
-    CacheWritten,
-    Invalidated,
-    StateTransitioned,
-)
 from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from cachet.clock import SYSTEM_CLOCK, Clock
@@ -66,6 +57,15 @@ from cachet.kafka.verifying import AlertEmitter, VerifyingConsumer
 from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
+from cachet.materializers.view import EntryState, ViewEntry, ViewStore
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
+from cachet.schemas.payloads import (
+    FRESHNESS_CONFIRMED,
+    CacheWritten,
+    Invalidated,
+    StateTransitioned,
+)
 from cachet.topics import Topic, TopicNames
 from cachet.verdict import ViewHealth
 

@@ -38,15 +38,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cachet.materializers.live_view import FRESHNESS_CONFIRMED, LiveView
-from cachet.materializers.view import EntryState, ViewEntry
-from cachet.producers.sealing import SealingProducer
-from cachet.schemas.events import EventType
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
 from cachet.config.enums import InvalidationMode
+from cachet.materializers.live_view import FRESHNESS_CONFIRMED, LiveView
+from cachet.materializers.view import EntryState, ViewEntry
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.events import EventType
 
 __all__ = ["EXPIRY_AUTHORITY", "ExpiryDecision", "ExpiryLimit", "ExpiryProcessor", "expiry_of"]
 

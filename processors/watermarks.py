@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.events import EventType
-
-from cachet.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["WatermarkTicker"]
 

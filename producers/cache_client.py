@@ -25,6 +25,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
+from cachet.clock import SYSTEM_CLOCK, Clock
+from cachet.config import ContractConfig
+from cachet.config.enums import InvalidationMode, Role
+from cachet.crypto.aead import AeadError, associated_data, open_value, seal_value, value_commitment
+from cachet.errors import CachetError
+from cachet.freshness import FreshnessProof
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers.cache_node import CacheNode, L1Entry
 from cachet.producers.fingerprint import Computation, fingerprint
@@ -38,14 +46,6 @@ from cachet.schemas.payloads import (
     StateTransitioned,
     TransitionAuthority,
 )
-from prometheus_client import Counter
-
-from cachet.clock import SYSTEM_CLOCK, Clock
-from cachet.config import ContractConfig
-from cachet.config.enums import InvalidationMode, Role
-from cachet.crypto.aead import AeadError, associated_data, open_value, seal_value, value_commitment
-from cachet.errors import CachetError
-from cachet.freshness import FreshnessProof
 from cachet.verdict import (
     SERVED,
     EntryFacts,

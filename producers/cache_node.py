@@ -21,12 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cachet.materializers.live_view import LiveView
-from cachet.materializers.view import ViewEntry
-from cachet.producers.read_audit import ReadAudit
-from cachet.producers.sealing import LedgerAlerts, SealingProducer
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
 from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
@@ -35,6 +29,12 @@ from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
+from cachet.materializers.live_view import LiveView
+from cachet.materializers.view import ViewEntry
+from cachet.producers.read_audit import ReadAudit
+from cachet.producers.sealing import LedgerAlerts, SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from cachet.verdict import EntryFacts
 
 __all__ = ["CacheNode", "L1Cache", "L1Entry", "NodeHealth", "NodeKeys"]

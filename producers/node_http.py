@@ -41,12 +41,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn
 
-from cachet.producers.cache_client import CacheClient, InvalidArgument, WriteNotAcknowledged
-from cachet.producers.cache_node import CacheNode
 from prometheus_client import generate_latest
 
 from cachet.config.enums import Role
 from cachet.errors import CachetError
+from cachet.producers.cache_client import CacheClient, InvalidArgument, WriteNotAcknowledged
+from cachet.producers.cache_node import CacheNode
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

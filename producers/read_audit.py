@@ -24,10 +24,9 @@ import threading
 import time
 from typing import Any
 
+from cachet.config.enums import AuditMode
 from cachet.producers.sealing import SealingError, SealingProducer
 from cachet.schemas.events import EventType
-
-from cachet.config.enums import AuditMode
 
 __all__ = ["ReadAudit"]
 

@@ -38,8 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachet.schemas.codec import EncodeError, EventCodec
-from cachet.schemas.events import TOPIC_OF_EVENT, Event, EventType, SealRef, new_event, uuid7
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from cachet.clock import SYSTEM_CLOCK, Clock
@@ -55,6 +53,8 @@ from cachet.crypto.seal import (
 from cachet.errors import CachetError
 from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id
+from cachet.schemas.codec import EncodeError, EventCodec
+from cachet.schemas.events import TOPIC_OF_EVENT, Event, EventType, SealRef, new_event, uuid7
 from cachet.topics import Topic, TopicNames
 
 __all__ = [

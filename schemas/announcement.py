@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cachet.crypto.registry import schema_set_statement, sign_statement
+from cachet.crypto.seal import PrivateKeySet
 from cachet.schemas.loader import (
     SchemaLoadError,
     SchemaSet,
@@ -23,9 +25,6 @@ from cachet.schemas.loader import (
     load_schema_set,
 )
 from cachet.schemas.payloads import SchemaSetPublished, SignatureLine
-
-from cachet.crypto.registry import schema_set_statement, sign_statement
-from cachet.crypto.seal import PrivateKeySet
 
 __all__ = ["ANNOUNCING_RELEASE", "announcing_fingerprint", "release_of", "schema_set_announcement"]
 

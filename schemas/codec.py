@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException
+from fastavro.validation import ValidationError, validate
+
+from cachet.errors import CachetError
 from cachet.schemas.events import Event, EventType, SealRef
 from cachet.schemas.loader import (
     SCHEMA_DIR,
@@ -38,12 +44,6 @@ from cachet.schemas.loader import (
     payload_branches,
     schema_set_from_json,
 )
-from fastavro import schemaless_reader, schemaless_writer
-from fastavro.read import SchemaResolutionError
-from fastavro.schema import SchemaParseException
-from fastavro.validation import ValidationError, validate
-
-from cachet.errors import CachetError
 
 __all__ = [
     "HEADER_LEN",

@@ -41,10 +41,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, Self, TypeVar
 
-from cachet.schemas.events import EventType
-
 from cachet.config.enums import InvalidationMode, Role, ScrubMethod
 from cachet.freshness import FreshnessProof as ComputedFreshness
+from cachet.schemas.events import EventType
 from cachet.verdict import EntryState
 
 __all__ = [

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from cachet.ops.broker import EmbeddedBroker
 
 from cachet.kafka.settings import create_topics
+from cachet.ops.broker import EmbeddedBroker
 from cachet.topics import TopicNames
 
 

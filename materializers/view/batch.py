@@ -12,10 +12,11 @@ import enum
 import hmac
 from collections.abc import Iterator
 
+from rocksdict import Rdict, WriteBatch
+
 from cachet.materializers.view import codec
 from cachet.materializers.view.entry import EntryState, ViewEntry
 from cachet.materializers.view.errors import ViewBatchError, ViewCorruptError
-from rocksdict import Rdict, WriteBatch
 
 __all__ = ["FORMAT_META", "ViewBatch", "decode_current", "decode_history", "scan"]
 

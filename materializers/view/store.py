@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from rocksdict import DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
+
 from cachet.materializers.view import codec
 from cachet.materializers.view.batch import (
     FORMAT_META,
@@ -33,7 +35,6 @@ from cachet.materializers.view.batch import (
 )
 from cachet.materializers.view.entry import ViewEntry
 from cachet.materializers.view.errors import ViewBatchError, ViewFormatError, ViewMissingError
-from rocksdict import DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
 
 __all__ = ["STATE_HASH_DOMAIN", "VIEW_FORMAT_VERSION", "ViewStore"]
 

@@ -21,13 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from cachet.ops.bench._support import bench_broker
-from cachet.processors.watermarks import WatermarkTicker
-from cachet.producers.cache_client import CacheClient
-from cachet.producers.cache_node import CacheNode, NodeKeys
-from cachet.producers.sealing import SealingProducer
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
 from confluent_kafka import Producer
 
 from cachet.config import CachetConfig, parse_config
@@ -37,6 +30,13 @@ from cachet.errors import CachetError
 from cachet.kafka.control import publish_control
 from cachet.kafka.settings import producer_settings
 from cachet.ledger.registration import registration_payload
+from cachet.ops.bench._support import bench_broker
+from cachet.processors.watermarks import WatermarkTicker
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode, NodeKeys
+from cachet.producers.sealing import SealingProducer
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from cachet.topics import Topic, TopicNames
 
 __all__ = [

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachet.ops.broker import free_port
-
 from cachet.errors import CachetError
+from cachet.ops.broker import free_port
 
 __all__ = [
     "RedisServer",

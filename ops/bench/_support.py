@@ -8,9 +8,8 @@ import statistics
 import uuid
 from collections.abc import Iterator, Sequence
 
-from cachet.ops.broker import EmbeddedBroker
-
 from cachet.kafka.settings import create_topics
+from cachet.ops.broker import EmbeddedBroker
 from cachet.topics import TopicNames
 
 __all__ = ["bench_broker", "fresh_topics", "percentile", "median"]

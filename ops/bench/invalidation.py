@@ -28,6 +28,8 @@ import logging
 import time
 from typing import Any
 
+from cachet.config import CachetConfig, default_config
+from cachet.config.enums import AuditMode
 from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchSetupError,
@@ -41,9 +43,6 @@ from cachet.ops.bench._redis import redis_server, require_redis
 from cachet.ops.bench._support import percentile
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.cache_node import CacheNode
-
-from cachet.config import CachetConfig, default_config
-from cachet.config.enums import AuditMode
 
 __all__ = ["format_report", "run"]
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from cachet.processors.kvscrub.pool import BlockPool, PoolShape
 from cachet.processors.kvscrub.report import ScrubReport, ScrubTrigger
 from cachet.processors.kvscrub.scrub import Scrubber, ScrubSettings

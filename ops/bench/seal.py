@@ -14,10 +14,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from cachet.ops.bench._support import bench_broker, fresh_topics, percentile
-from cachet.producers.sealing import SealingProducer, SealingSettings, SealRecord
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from confluent_kafka import Producer
 
 from cachet.clock import SYSTEM_CLOCK
@@ -29,6 +25,10 @@ from cachet.kafka.control import publish_control
 from cachet.kafka.settings import producer_settings
 from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.registration import registration_payload
+from cachet.ops.bench._support import bench_broker, fresh_topics, percentile
+from cachet.producers.sealing import SealingProducer, SealingSettings, SealRecord
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from cachet.topics import Topic
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cachet.config import CachetConfig, default_config
+from cachet.config.enums import AuditMode
 from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchSetupError,
@@ -31,9 +33,6 @@ from cachet.ops.bench._node import (
 from cachet.ops.bench._redis import redis_server, require_redis
 from cachet.ops.bench._support import percentile
 from cachet.producers.cache_client import CacheClient
-
-from cachet.config import CachetConfig, default_config
-from cachet.config.enums import AuditMode
 
 __all__ = ["format_report", "run"]
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cachet.errors import CachetError
 from cachet.processors.kvscrub.policy import ExpiryReason, SessionKey
 from cachet.processors.kvscrub.state import BlockState
-
-from cachet.errors import CachetError
 
 __all__ = [
     "BlockStateError",

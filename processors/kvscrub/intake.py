@@ -42,10 +42,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachet.processors.kvscrub.errors import WorkerSetupError
-from cachet.processors.kvscrub.worker import KvScrubWorker
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import Event, EventType
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.crypto.schemes import SignatureScheme
@@ -56,6 +52,10 @@ from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.identity import ProducerIdError, identity_of
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
+from cachet.processors.kvscrub.errors import WorkerSetupError
+from cachet.processors.kvscrub.worker import KvScrubWorker
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
 from cachet.topics import Topic, TopicNames
 
 __all__ = [

@@ -10,10 +10,11 @@ p50/p95 scrub duration come from the histogram, e.g.
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
 from cachet.processors.kvscrub.pool import BlockPool
 from cachet.processors.kvscrub.report import ScrubReport
 from cachet.processors.kvscrub.state import BlockState
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["DURATION_BUCKETS_S", "ScrubMetrics"]
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
 from cachet.processors.kvscrub.errors import (
     BlockStateError,
     PolicyViolation,

@@ -13,9 +13,8 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 
-from cachet.schemas.payloads import ScrubTrigger
-
 from cachet.config.enums import ScrubMethod
+from cachet.schemas.payloads import ScrubTrigger
 
 __all__ = ["ScrubMethod", "ScrubReport", "ScrubTrigger"]
 

@@ -16,6 +16,13 @@ import time
 from collections.abc import Callable
 
 import torch
+from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry, start_http_server
+
+from cachet.config import CachetConfig
+from cachet.crypto.identifiers import IdentifierHasher
+from cachet.crypto.seal import KeySet, PrivateKeySet
+from cachet.kafka.settings import producer_settings
 from cachet.processors.kvscrub.errors import WorkerSetupError
 from cachet.processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
 from cachet.processors.kvscrub.pool import BlockPool, PoolShape
@@ -24,13 +31,6 @@ from cachet.processors.kvscrub.scrub import Scrubber, ScrubSettings
 from cachet.processors.kvscrub.worker import KvScrubWorker
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.codec import EventCodec
-from confluent_kafka import Producer
-from prometheus_client import CollectorRegistry, start_http_server
-
-from cachet.config import CachetConfig
-from cachet.crypto.identifiers import IdentifierHasher
-from cachet.crypto.seal import KeySet, PrivateKeySet
-from cachet.kafka.settings import producer_settings
 from cachet.topics import TopicNames
 
 __all__ = [

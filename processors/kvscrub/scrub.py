@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
 from cachet.processors.kvscrub.errors import BlockStateError, KvScrubError
 from cachet.processors.kvscrub.policy import ExpiryReason
 from cachet.processors.kvscrub.pool import BlockPool

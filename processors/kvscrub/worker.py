@@ -41,6 +41,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from cachet.crypto.identifiers import IdentifierHasher
 from cachet.processors.kvscrub.errors import KvScrubError, ScrubRequestError
 from cachet.processors.kvscrub.metrics import ScrubMetrics
 from cachet.processors.kvscrub.policy import SessionKey, SessionPolicy
@@ -51,9 +54,6 @@ from cachet.processors.kvscrub.state import QuarantineReason
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.events import Event, EventType
 from cachet.schemas.payloads import ErasureScope
-from prometheus_client import CollectorRegistry
-
-from cachet.crypto.identifiers import IdentifierHasher
 
 __all__ = [
     "ErasureScope",

@@ -15,9 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
-from cachet.producers.sealing import SealingProducer, SealingSettings
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cachet.crypto.schemes import SignatureScheme
@@ -27,6 +24,9 @@ from cachet.kafka.settings import consumer_settings, create_topics, producer_set
 from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.registration import registration_payload
 from cachet.ledger.verifier import Applied, IntegrityStatus, Rejected
+from cachet.producers.sealing import SealingProducer, SealingSettings
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType
 from cachet.topics import Topic, TopicNames
 
 REQUIRED = tuple(SignatureScheme)

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cachet.processors.watermarks import WatermarkTicker
 
 import cachet
 from cachet.config import CachetConfig, parse_config
 from cachet.crypto.keystore import Keystore, KeystoreError, load_kek
 from cachet.crypto.seal import PrivateKeySet
+from cachet.processors.watermarks import WatermarkTicker
 from cachet.topics import TopicNames
 from tests.integration.ledger_support import Ledger
 

@@ -25,9 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
-
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from cachet.crypto.registry import (
     KeyRegistry,
@@ -54,6 +51,8 @@ from cachet.ledger.cab import CabCheck, anchor_fingerprint, build_bundle
 from cachet.ledger.cab_format import CAB_MAGIC, Section
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id, identity_of
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
 from tests.vectors.replay import (
     BUNDLE_CAB,
     BUNDLE_JSON,

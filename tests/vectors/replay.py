@@ -14,9 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import Event, EventType, new_event
-
 from cachet.crypto.registry import KeyRegistry
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet, SignatureLine
@@ -24,6 +21,8 @@ from cachet.ledger.cab import BundleReport, verify_bundle
 from cachet.ledger.cab_format import parse_signature_lines
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Outcome, Rejected, SealVerifier
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType, new_event
 
 __all__ = [
     "BUNDLE_CAB",

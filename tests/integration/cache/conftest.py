@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cachet.processors.watermarks import WatermarkTicker
-from cachet.producers.cache_node import CacheNode, NodeKeys
 
 from cachet.config import CachetConfig, parse_config
 from cachet.crypto.seal import PrivateKeySet
+from cachet.processors.watermarks import WatermarkTicker
+from cachet.producers.cache_node import CacheNode, NodeKeys
 from cachet.topics import TopicNames
 from tests.integration.ledger_support import Ledger
 

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cachet.schemas.codec import DecodeError, EventCodec
-from cachet.schemas.events import Event, EventType, SealRef
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cachet.kafka.settings import consumer_settings
 from cachet.ledger.identity import identity_of
+from cachet.schemas.codec import DecodeError, EventCodec
+from cachet.schemas.events import Event, EventType, SealRef
 from cachet.topics import Topic, TopicNames
 
 __all__ = [

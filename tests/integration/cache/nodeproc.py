@@ -171,9 +171,8 @@ class Cluster:
         assert wait_until(lambda: node.health()[0] == 200, timeout_s) is not None, node.health()
 
     def restart_broker_empty(self) -> None:
-        from cachet.ops.broker import EmbeddedBroker
-
         from cachet.kafka.settings import create_topics
+        from cachet.ops.broker import EmbeddedBroker
 
         port = self.broker.port
         self.broker.stop()
@@ -191,15 +190,15 @@ def start_cluster(root: Path, identities: list[str], contracts: str) -> Cluster:
     """Broker, topics, keystore (``identities`` registered), a running ticker."""
     import threading
 
-    from cachet.ops.broker import EmbeddedBroker, free_port
-    from cachet.processors.watermarks import WatermarkTicker
-    from cachet.producers.sealing import SealingProducer, SealingSettings
-    from cachet.schemas.codec import EventCodec
     from confluent_kafka import Producer
 
     from cachet.cli.main import main
     from cachet.crypto.keystore import Keystore, load_kek
     from cachet.kafka.settings import create_topics, producer_settings
+    from cachet.ops.broker import EmbeddedBroker, free_port
+    from cachet.processors.watermarks import WatermarkTicker
+    from cachet.producers.sealing import SealingProducer, SealingSettings
+    from cachet.schemas.codec import EventCodec
     from cachet.topics import TopicNames
 
     broker = EmbeddedBroker(port=free_port()).start()

@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from cachet.kafka.settings import consumer_settings
 from cachet.producers.cache_client import (
     CacheClient,
     InvalidArgument,
@@ -18,9 +21,6 @@ from cachet.producers.cache_client import (
     ValueTooLarge,
 )
 from cachet.schemas.events import EventType
-from confluent_kafka import Consumer, TopicPartition
-
-from cachet.kafka.settings import consumer_settings
 from cachet.topics import Topic
 from tests.integration.cache.logtools import INTEGRITY_ALERTS, alerts_by, read_alerts, read_events
 

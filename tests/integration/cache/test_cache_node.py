@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from cachet.producers.cache_client import CacheClient
-from cachet.producers.fingerprint import Computation
 
 from cachet.config.enums import Role
+from cachet.producers.cache_client import CacheClient
+from cachet.producers.fingerprint import Computation
 from cachet.verdict import MissReason, VerificationStatus
 
 from .nodeproc import wait_for

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cachet.ledger.identity import identity_of
 from cachet.materializers.view import ViewStore
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import EventType
-
-from cachet.ledger.identity import identity_of
 from cachet.topics import Topic
 
 from .logtools import alerts_by, count_alerts, read_alerts, read_events

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from cachet.cli.main import main
+from cachet.config import CachetConfig
 from cachet.materializers.live_view import LiveView
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.processors.expiry import ExpiryProcessor
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.events import Event, EventType
-from prometheus_client import CollectorRegistry
-
-from cachet.cli.main import main
-from cachet.config import CachetConfig
 from cachet.topics import Topic
 from cachet.verdict import MissReason
 from tests.integration.ledger_support import Ledger, LedgerRun

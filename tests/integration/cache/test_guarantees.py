@@ -31,10 +31,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType, SealRef, new_event
 
 from cachet.crypto.identifiers import IdentifierHasher
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType, SealRef, new_event
 from cachet.topics import Topic
 
 from .logtools import (

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from cachet.producers.node_http import HttpFrontError, NodeHttpServer
 
 from .nodeproc import wait_for

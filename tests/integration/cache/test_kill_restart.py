@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from cachet.materializers.view import ViewStore
 
 from .nodeproc import start_cluster, wait_until

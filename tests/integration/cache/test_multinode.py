@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
 from confluent_kafka import Consumer, TopicPartition
 
 from cachet.kafka.settings import consumer_settings
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from cachet.topics import Topic
 
 from .nodeproc import Cluster, NodeProcess, start_cluster, wait_until

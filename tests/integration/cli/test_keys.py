@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
 from confluent_kafka import Consumer, TopicPartition
 
 from cachet.cli.main import main
@@ -18,6 +16,8 @@ from cachet.crypto.schemes import SignatureScheme
 from cachet.kafka.settings import consumer_settings
 from cachet.kafka.verifying import _key_set, _lines  # the consumer's own parsing
 from cachet.ledger.anchor import load_anchor
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import EventType
 from cachet.topics import Topic, TopicNames
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,6 @@ import struct
 import time
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, TOPIC_OF_EVENT, Event, EventType, new_event
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.kafka.consume import (
@@ -23,6 +21,8 @@ from cachet.kafka.consume import (
 )
 from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.ledger.record import RecordOrigin
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, TOPIC_OF_EVENT, Event, EventType, new_event
 from cachet.topics import Topic, TopicNames
 
 pytestmark = pytest.mark.integration

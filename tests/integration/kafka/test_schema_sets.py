@@ -9,8 +9,6 @@ nothing (docs/wire.md, "Evolution").
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cachet.schemas.announcement import announcing_fingerprint, schema_set_announcement
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
-from cachet.schemas.loader import SCHEMA_DIR, load_schema_set
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cachet.crypto.schemes import SignatureScheme
@@ -30,12 +24,16 @@ from cachet.kafka.consume import DL_HEADER_FAILURE, DL_HEADER_REASON, headers_di
 from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.kafka.verifying import VerifyingConsumer
 from cachet.ledger.record import RecordOrigin
+from cachet.schemas.announcement import announcing_fingerprint, schema_set_announcement
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
+from cachet.schemas.loader import SCHEMA_DIR, load_schema_set
 from cachet.topics import Topic, TopicNames
+from tests.schema_sets import newer_schema_dir
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
-NEW_SYMBOL = "POLICY_CHANGE"
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +44,7 @@ def anchor() -> PrivateKeySet:
 @pytest.fixture
 def newer(tmp_path: Path) -> Path:
     """A schema set no codec ships: the current one with a ScrubTrigger symbol appended."""
-    directory = tmp_path / "v3"
-    directory.mkdir()
-    for path in SCHEMA_DIR.glob("*.avsc"):
-        shutil.copy(path, directory / path.name)
-    trigger = directory / "ScrubTrigger.avsc"
-    schema = json.loads(trigger.read_text(encoding="utf-8"))
-    schema["symbols"].append(NEW_SYMBOL)
-    trigger.write_text(json.dumps(schema), encoding="utf-8")
-    return directory
+    return newer_schema_dir(tmp_path)
 
 
 @dataclass

@@ -12,6 +12,14 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from cachet.config import load_config
+from cachet.crypto.identifiers import IdentifierHasher
+from cachet.crypto.seal import PrivateKeySet
+from cachet.kafka.consume import DL_HEADER_FAILURE, headers_dict
+from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.processors.kvscrub.intake import RequestAuthority, ScrubIntake, request_log_layout
 from cachet.processors.kvscrub.pool import BlockPool, PoolShape
 from cachet.processors.kvscrub.runner import run_worker
@@ -21,14 +29,6 @@ from cachet.processors.kvscrub.worker import KvScrubWorker
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import Event, EventType, SealRef, new_event
-from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client import CollectorRegistry
-
-from cachet.config import load_config
-from cachet.crypto.identifiers import IdentifierHasher
-from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka.consume import DL_HEADER_FAILURE, headers_dict
-from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.topics import Topic, TopicNames
 from tests.integration.ledger_support import REQUIRED, Ledger
 from tests.unit.processors.kvscrub.helpers import SkipOneScrubber, block_is_zero

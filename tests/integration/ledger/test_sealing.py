@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from cachet.schemas.events import EventType
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.kafka.verifying import VerifyingConsumer, alert_for
 from cachet.ledger.verifier import IntegrityStatus
+from cachet.schemas.events import EventType
 from cachet.topics import Topic
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 

@@ -14,6 +14,9 @@ import copy
 import time
 
 import pytest
+from confluent_kafka import Producer
+
+from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.producers.sealing import (
     EventNotDelivered,
     InvalidEvent,
@@ -23,9 +26,6 @@ from cachet.producers.sealing import (
     SealingSettings,
 )
 from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType
-from confluent_kafka import Producer
-
-from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.topics import Topic
 from tests.integration.ledger_support import Ledger
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import Event, EventType
 from confluent_kafka import Producer
 
 from cachet.crypto.registry import RevocationReason
@@ -17,6 +15,8 @@ from cachet.kafka.control import publish_control
 from cachet.kafka.settings import producer_settings
 from cachet.ledger.registration import revocation_payload
 from cachet.ledger.verifier import IntegrityStatus
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import Event, EventType
 from cachet.topics import Topic
 from tests.integration.ledger_support import Ledger, Record, emit_sample, read_all
 

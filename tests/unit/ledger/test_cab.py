@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 from cachet.cli.main import main
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, root_from_leaf_hashes
@@ -52,6 +50,8 @@ from cachet.ledger.cab_format import (
 )
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, VerifiedSeal
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 IDENTITY = "svc"
 PRODUCER_ID = "svc@0a1b2c"

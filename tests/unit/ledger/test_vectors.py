@@ -15,7 +15,6 @@ import hashlib
 from typing import Any
 
 import pytest
-from cachet.schemas.codec import EventCodec
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, root_from_leaf_hashes
 from cachet.crypto.registry import registration_statement, revocation_statement, rotation_statement
@@ -26,6 +25,7 @@ from cachet.ledger.cab import CabCheck, anchor_fingerprint
 from cachet.ledger.cab_format import Section, decode_bundle
 from cachet.ledger.identity import GENESIS_SEAL_HASH
 from cachet.ledger.verifier import IntegrityStatus
+from cachet.schemas.codec import EventCodec
 from tests.vectors.replay import (
     BUNDLE_CAB,
     BUNDLE_JSON,

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
-from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from cachet.crypto.registry import (
@@ -29,6 +27,8 @@ from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.identity import GENESIS_SEAL_HASH
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome, Rejected, SealVerifier
+from cachet.schemas.codec import EventCodec
+from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event
 
 REQUIRED = tuple(SignatureScheme)
 PREFIX = "t."

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rocksdict import Options, Rdict
+
 from cachet.materializers.view import (
     VIEW_FORMAT_VERSION,
     EntryState,
@@ -28,10 +32,6 @@ from cachet.materializers.view import (
     ViewStore,
     codec,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from rocksdict import Options, Rdict
-
 from tests.unit.materializers import _apply_forever as forever
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -6,13 +6,13 @@ import dataclasses
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from cachet.config import parse_config
 from cachet.materializers.live_view import FRESHNESS_CONFIRMED
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.processors.expiry import ExpiryLimit, ExpiryProcessor, expiry_of
 from cachet.schemas.events import EventType
-from prometheus_client import CollectorRegistry
-
-from cachet.config import parse_config
 from cachet.verdict import ViewHealth
 
 MS = 1000  # microseconds

@@ -8,6 +8,9 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cachet.producers.fingerprint import (
     DOMAIN,
     CanonicalJsonError,
@@ -20,8 +23,6 @@ from cachet.producers.fingerprint import (
     fingerprint_hex,
     llm_computation,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # -- known answers: the encoding must never drift silently --------------------
 

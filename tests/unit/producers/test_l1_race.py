@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 import cachetools
 import pytest
+
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers import cache_node
 from cachet.producers.cache_node import L1Cache, L1Entry
-
 from cachet.verdict import EntryFacts
 
 KEY = b"k" * 32

@@ -10,6 +10,11 @@ from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
+
+from cachet.clock import ManualClock
+from cachet.config import CachetConfig, default_config
+from cachet.crypto.seal import PrivateKeySet
+from cachet.kafka.settings import MAX_RECORD_BYTES
 from cachet.producers.sealing import (
     LedgerAlerts,
     SealingError,
@@ -17,11 +22,6 @@ from cachet.producers.sealing import (
     SealingSettings,
 )
 from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
-
-from cachet.clock import ManualClock
-from cachet.config import CachetConfig, default_config
-from cachet.crypto.seal import PrivateKeySet
-from cachet.kafka.settings import MAX_RECORD_BYTES
 
 NOWHERE = "127.0.0.1:1"  # nothing listens: every event stays unacknowledged
 

@@ -9,6 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
+from fastavro import schemaless_writer
+from fastavro.schema import fingerprint as fastavro_fingerprint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from cachet.schemas.codec import (
     HEADER_LEN,
     MAGIC,
@@ -19,10 +24,6 @@ from cachet.schemas.codec import (
 )
 from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event, uuid7
 from cachet.schemas.loader import SCHEMA_DIR, crc64_avro, load_schema_set
-from fastavro import schemaless_writer
-from fastavro.schema import fingerprint as fastavro_fingerprint
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CODEC = EventCodec()
 CURRENT = load_schema_set(SCHEMA_DIR)

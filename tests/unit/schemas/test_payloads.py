@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cachet.config.enums import InvalidationMode, Role, ScrubMethod, parse_enum
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, new_event
 from cachet.schemas.loader import SCHEMA_DIR, SchemaSet, load_schema_set, payload_branches
@@ -37,8 +39,6 @@ from cachet.schemas.payloads import (
     StateTransitioned,
     TransitionAuthority,
 )
-
-from cachet.config.enums import InvalidationMode, Role, ScrubMethod, parse_enum
 from cachet.verdict import EntryState
 
 _PRIMITIVES: dict[str, type] = {

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import schemaless_writer
+from fastavro.utils import generate_many, generate_one
+
 from cachet.schemas.codec import MAGIC, DecodeError, DecodeFailure, EventCodec
 from cachet.schemas.events import EventType
 from cachet.schemas.loader import SCHEMA_DIR, SchemaSet, history_dirs, load_schema_set
-from fastavro import schemaless_writer
-from fastavro.utils import generate_many, generate_one
 
 # Fingerprints of released sets. History is append-only: a released set must
 # never change (its data is in logs and archives), so each is pinned here.

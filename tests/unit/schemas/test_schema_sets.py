@@ -8,11 +8,19 @@ under the trust anchor's signatures (docs/wire.md, "Evolution").
 from __future__ import annotations
 
 import io
-import json
-import shutil
 from pathlib import Path
 
 import pytest
+from fastavro import schemaless_writer
+
+from cachet.crypto.registry import (
+    KeyRegistry,
+    RegistrationRejected,
+    RejectionReason,
+    schema_set_statement,
+)
+from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.seal import PrivateKeySet, SignatureLine
 from cachet.schemas.announcement import release_of, schema_set_announcement
 from cachet.schemas.codec import MAGIC, DecodeError, DecodeFailure, EventCodec, SchemaSetRefused
 from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event, uuid7
@@ -24,18 +32,7 @@ from cachet.schemas.loader import (
     schema_set_from_json,
 )
 from cachet.schemas.payloads import SchemaSetPublished
-from fastavro import schemaless_writer
-
-from cachet.crypto.registry import (
-    KeyRegistry,
-    RegistrationRejected,
-    RejectionReason,
-    schema_set_statement,
-)
-from cachet.crypto.schemes import SignatureScheme
-from cachet.crypto.seal import PrivateKeySet, SignatureLine
-
-NEW_SYMBOL = "POLICY_CHANGE"
+from tests.schema_sets import NEW_SYMBOL, newer_schema_dir
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +43,7 @@ def anchor() -> PrivateKeySet:
 @pytest.fixture
 def newer(tmp_path: Path) -> Path:
     """The current set with one ScrubTrigger symbol appended: a set no codec ships."""
-    directory = tmp_path / "newer"
-    directory.mkdir()
-    for path in SCHEMA_DIR.glob("*.avsc"):
-        shutil.copy(path, directory / path.name)
-    trigger = directory / "ScrubTrigger.avsc"
-    schema = json.loads(trigger.read_text(encoding="utf-8"))
-    schema["symbols"].append(NEW_SYMBOL)
-    trigger.write_text(json.dumps(schema), encoding="utf-8")
-    return directory
+    return newer_schema_dir(tmp_path)
 
 
 def _scrub_event(codec: EventCodec, trigger: str = "ERASURE") -> bytes:

@@ -29,6 +29,7 @@ import avro.errors
 import avro.io
 import avro.schema
 import pytest
+
 from cachet.schemas.codec import DecodeError, DecodeFailure, EventCodec
 from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
 

@@ -4,6 +4,7 @@ redis-server's lifecycle (started, answering, always stopped)."""
 from __future__ import annotations
 
 import pytest
+
 from cachet.ops.bench import _redis
 from cachet.ops.bench._redis import (
     RedisUnavailable,

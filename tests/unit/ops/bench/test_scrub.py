@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cachet.ops.bench.scrub import format_report, run
 
+from cachet.ops.bench.scrub import format_report, run
 from tests.unit.processors.kvscrub.helpers import DEVICES
 
 

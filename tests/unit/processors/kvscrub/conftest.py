@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cachet.processors.kvscrub.pool import BlockPool
 
 from .helpers import DEVICES, SMALL, FakeClock

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from cachet.processors.kvscrub.pool import BlockPool, PoolShape
 from cachet.processors.kvscrub.runs import BlockRuns
 from cachet.processors.kvscrub.scrub import Scrubber

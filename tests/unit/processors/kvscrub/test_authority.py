@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from cachet.processors.kvscrub.intake import RequestAuthority
-from cachet.schemas.events import EventType
 
 from cachet.config import ConfigError, parse_config
+from cachet.processors.kvscrub.intake import RequestAuthority
+from cachet.schemas.events import EventType
 
 SCRUB = EventType.KV_SCRUB_REQUESTED
 ERASE = EventType.ERASURE_REQUESTED

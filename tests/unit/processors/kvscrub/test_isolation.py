@@ -12,15 +12,16 @@ handed to the next tenant.
 from __future__ import annotations
 
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from cachet.processors.kvscrub.errors import PoolExhausted, UnscrubbedFree
 from cachet.processors.kvscrub.policy import SessionKey
 from cachet.processors.kvscrub.pool import BlockPool, PoolShape
 from cachet.processors.kvscrub.report import ScrubMethod
 from cachet.processors.kvscrub.scrub import ScrubSettings
 from cachet.processors.kvscrub.state import BlockState
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from .helpers import SAMPLE_KEY, SkipOneScrubber
 

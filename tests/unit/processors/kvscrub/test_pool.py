@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from cachet.processors.kvscrub.errors import (
     BlockStateError,
     PolicyViolation,

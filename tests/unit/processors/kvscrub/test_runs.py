@@ -3,9 +3,10 @@ through a slice, touching exactly the set -- contiguous, scattered or mixed."""
 
 from __future__ import annotations
 
-import cachet.processors.kvscrub.scrub as scrub_module
 import pytest
 import torch
+
+import cachet.processors.kvscrub.scrub as scrub_module
 from cachet.processors.kvscrub.pool import BlockPool
 from cachet.processors.kvscrub.report import ScrubMethod
 from cachet.processors.kvscrub.runs import BlockRuns

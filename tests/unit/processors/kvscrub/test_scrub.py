@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from cachet.processors.kvscrub.errors import BlockStateError
 from cachet.processors.kvscrub.metrics import ScrubMetrics
 from cachet.processors.kvscrub.policy import SessionPolicy
@@ -23,8 +26,6 @@ from cachet.processors.kvscrub.scrub import (
     sample_positions,
 )
 from cachet.processors.kvscrub.state import BlockState
-from prometheus_client import CollectorRegistry
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from .helpers import (
     SAMPLE_KEY,

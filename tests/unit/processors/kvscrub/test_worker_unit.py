@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from cachet.crypto.identifiers import IdentifierHasher
 from cachet.processors.kvscrub.errors import ScrubRequestError
 from cachet.processors.kvscrub.policy import SessionPolicy
 from cachet.processors.kvscrub.pool import BlockPool
@@ -14,9 +17,6 @@ from cachet.processors.kvscrub.state import BlockState
 from cachet.processors.kvscrub.worker import KvScrubWorker
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.events import Event, EventType, new_event
-from prometheus_client import CollectorRegistry
-
-from cachet.crypto.identifiers import IdentifierHasher
 
 from .helpers import SMALL, FakeClock, SkipOneScrubber, block_is_zero, dirty
 
