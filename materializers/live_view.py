@@ -164,6 +164,7 @@ class LiveView:
         self._invalidated: dict[bytes, int] = {}
         # Unverified ones, each bounded in what it hides and for how long.
         self._provisional: dict[bytes, list[_Provisional]] = {}
+        self._provisional_key_of: dict[tuple[str, int, int], bytes] = {}
         # Key hashes with an event read but not yet applied: a read of one
         # misses (catching up) rather than serve the version before it.
         self._pending_keys: dict[bytes, int] = {}
@@ -480,17 +481,22 @@ class LiveView:
             limit = current.version if version is None else min(version, current.version)
             expires = self._clock.now_us() + self._unsealed_timeout_us
             self._provisional.setdefault(key_hash, []).append(_Provisional(limit, expires, origin))
+            if origin is not None:
+                self._provisional_key_of[origin] = key_hash
 
     def _drop_provisional(self, origin: tuple[str, int, int]) -> None:
-        for key_hash, marks in list(self._provisional.items()):
-            kept = [m for m in marks if m.origin != origin]
-            if len(kept) != len(marks):
-                if kept:
-                    self._provisional[key_hash] = kept
-                else:
-                    del self._provisional[key_hash]
-                if self._on_change:
-                    self._on_change(key_hash)
+        # Called for every applied or refused event: one dict lookup, not a
+        # scan of every marker.
+        key_hash = self._provisional_key_of.pop(origin, None)
+        if key_hash is None:
+            return
+        kept = [m for m in self._provisional.get(key_hash, ()) if m.origin != origin]
+        if kept:
+            self._provisional[key_hash] = kept
+        else:
+            self._provisional.pop(key_hash, None)
+        if self._on_change:
+            self._on_change(key_hash)
 
     def invalidated(self, key_hash: bytes, version: int) -> bool:
         """An eager invalidation covers this version (before its transition lands)."""

@@ -653,14 +653,22 @@ class SealVerifier:
             else:
                 keep.append((seal, origin, since))
         self._parked = keep
-        queued = {
-            (q.event.producer_id, q.event.producer_seq)
-            for queue in self._queues.values()
-            for q in queue
-        }
-        for key, cov in list(self._open.items()):
-            if cov.verified_at is None or cov.verified_at > limit:
-                continue
+        due = [
+            (key, cov)
+            for key, cov in self._open.items()
+            if cov.verified_at is not None and cov.verified_at <= limit
+        ]
+        # Built only when a seal is due: this runs on every poll.
+        queued = (
+            {
+                (q.event.producer_id, q.event.producer_seq)
+                for qs in self._queues.values()
+                for q in qs
+            }
+            if due
+            else set()
+        )
+        for key, cov in due:
             h = cov.seal.header
             if any((h.producer_id, h.first_producer_seq + i) in queued for i in cov.expected):
                 continue  # it arrived, and waits behind another event in its partition
