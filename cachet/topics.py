@@ -23,6 +23,7 @@ class Topic(enum.Enum):
     KVSCRUB = "kvscrub"
     SEALS = "seals"
     ALERTS = "alerts"
+    ARCHIVE = "archive"
     DEADLETTER = "deadletter"
 
 

@@ -58,6 +58,8 @@ class EventType(str, enum.Enum):  # noqa: UP042 -- the agreed API; StrEnum chang
     UNSEALED_TIMEOUT = "UnsealedTimeout"
     LOG_DISCONTINUITY = "LogDiscontinuity"
     SCHEMA_SET_PUBLISHED = "SchemaSetPublished"
+    LEGAL_HOLD_CHANGED = "LegalHoldChanged"
+    ARCHIVE_SEGMENT_SEALED = "ArchiveSegmentSealed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +262,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "scope": "SUBJECT",
         "requested_by": "dpo@example.com",
         "legal_basis": "GDPR Art. 17(1)(a)",
+        "namespace": None,
     },
     EventType.ERASURE_COMPLETED: {
         "request_id": "er-2026-0042",
@@ -269,6 +272,28 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "l1_evictions": 34,
         "kv_blocks_scrubbed": 256,
         "proof_hash": _h("erasure-proof:er-2026-0042"),
+        "namespace": None,
+        "stage": "immediate",
+        "destroyed_key_ids": ["subj:5f1c/ns:quotes/c:finra_quotes#0001"],
+        "steps": [
+            {"name": "revoke", "started_at_us": _T0, "finished_at_us": _T0 + 8_000, "count": 17},
+            {
+                "name": "destroy_keys",
+                "started_at_us": _T0 + 8_000,
+                "finished_at_us": _T0 + 9_000,
+                "count": 1,
+            },
+        ],
+        "failures": [],
+        "held": [
+            {
+                "key_hash": _h("key:trade:T-991"),
+                "namespace": "trades",
+                "contract": "finra_trades",
+                "ground": "FINRA 4511 / SEC 17a-4(f)",
+                "held_until_us": _T0 + 189_388_800_000_000,
+            }
+        ],
     },
     EventType.KV_SCRUB_REQUESTED: {
         "worker_id": None,
@@ -354,6 +379,34 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "schema_json": '{"type":"record","name":"cachet.events.Envelope","fields":[]}',
         "anchor_signatures": _SIGS,
     },
+    EventType.LEGAL_HOLD_CHANGED: {
+        "hold_id": "lh-2026-007",
+        "action": "SET",
+        "subject_hash": _h("subject:user-1234"),
+        "namespace": None,
+        "reason": "litigation hold, matter 26-cv-0142",
+        "changed_by": "dpo@example.com",
+    },
+    EventType.ARCHIVE_SEGMENT_SEALED: {
+        "archive_id": "archive-main",
+        "segment_seq": 41,
+        "file_name": "segment-000000000041.avro",
+        "segment_hash": _h("segment:41"),
+        "prev_segment_hash": _h("segment:40"),
+        "record_count": 5_120,
+        "ranges": [
+            {
+                "topic": "cachet.entries",
+                "partition": 0,
+                "first_offset": 9_000,
+                "last_offset": 11_047,
+            },
+            {"topic": "cachet.seals", "partition": 0, "first_offset": 310, "last_offset": 351},
+        ],
+        "first_timestamp_us": _T0,
+        "last_timestamp_us": _T0 + 60_000_000,
+        "closed_at_us": _T0 + 60_250_000,
+    },
 }
 
 
@@ -380,4 +433,6 @@ TOPIC_OF_EVENT: dict[EventType, Topic] = {
     EventType.UNSEALED_TIMEOUT: Topic.ALERTS,
     EventType.LOG_DISCONTINUITY: Topic.ALERTS,
     EventType.SCHEMA_SET_PUBLISHED: Topic.CONTROL,
+    EventType.LEGAL_HOLD_CHANGED: Topic.ERASURE,
+    EventType.ARCHIVE_SEGMENT_SEALED: Topic.ARCHIVE,
 }

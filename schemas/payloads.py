@@ -47,6 +47,13 @@ from cachet.schemas.events import EventType
 from cachet.verdict import EntryState
 
 __all__ = [
+    "LegalHoldChanged",
+    "LegalHoldAction",
+    "HeldEntry",
+    "ErasureStep",
+    "ErasureStage",
+    "ArchiveSegmentSealed",
+    "ArchiveRange",
     "FRESHNESS_CONFIRMED",
     "PAYLOAD_CLASSES",
     "RECORD_CLASSES",
@@ -688,13 +695,14 @@ class SchemaSetPublished:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErasureRequested:
-    """A GDPR erasure was requested (topic erasure)."""
+    """A GDPR erasure was requested (topic erasure); ``namespace`` None: all."""
 
     request_id: str
     subject_hash: bytes
     scope: ErasureScope
     requested_by: str
     legal_basis: str
+    namespace: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -703,6 +711,7 @@ class ErasureRequested:
             "scope": self.scope.name,
             "requested_by": self.requested_by,
             "legal_basis": self.legal_basis,
+            "namespace": self.namespace,
         }
 
     @classmethod
@@ -713,12 +722,83 @@ class ErasureRequested:
             scope=_member(ErasureScope, d["scope"]),
             requested_by=d["requested_by"],
             legal_basis=d["legal_basis"],
+            namespace=d.get("namespace"),
+        )
+
+
+class ErasureStage(enum.Enum):
+    """Which part of an erasure an ErasureCompleted reports (its ``stage``)."""
+
+    IMMEDIATE = "immediate"  # the request itself
+    RETENTION_END = "retention_end"  # entries held by a retention obligation, when it ended
+    HOLD_LIFTED = "hold_lifted"  # entries held by a legal hold, when it was lifted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureStep:
+    """One step of an erasure (revoke, destroy_keys, evict, kv_scrub) and when it ran."""
+
+    name: str
+    started_at_us: int
+    finished_at_us: int
+    count: int
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "started_at_us": self.started_at_us,
+            "finished_at_us": self.finished_at_us,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            name=d["name"],
+            started_at_us=d["started_at_us"],
+            finished_at_us=d["finished_at_us"],
+            count=d["count"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldEntry:
+    """An entry an erasure did not erase yet, the legal ground, and until when
+    (``held_until_us`` None: until a legal hold is lifted)."""
+
+    key_hash: bytes
+    namespace: str
+    contract: str
+    ground: str
+    held_until_us: int | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "key_hash": self.key_hash,
+            "namespace": self.namespace,
+            "contract": self.contract,
+            "ground": self.ground,
+            "held_until_us": self.held_until_us,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            key_hash=d["key_hash"],
+            namespace=d["namespace"],
+            contract=d["contract"],
+            ground=d["ground"],
+            held_until_us=d.get("held_until_us"),
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErasureCompleted:
-    """An erasure was carried out (topic erasure)."""
+    """An erasure stage was carried out (topic erasure); one per (request_id, stage).
+
+    ``stage`` is an :class:`ErasureStage` value; a symbol this reader does not
+    know is kept as text (the field is a string on the wire).
+    """
 
     request_id: str
     subject_hash: bytes
@@ -727,6 +807,12 @@ class ErasureCompleted:
     l1_evictions: int
     kv_blocks_scrubbed: int
     proof_hash: bytes
+    namespace: str | None = None
+    stage: str = ErasureStage.IMMEDIATE.value
+    destroyed_key_ids: tuple[str, ...] = ()
+    steps: tuple[ErasureStep, ...] = ()
+    failures: tuple[str, ...] = ()
+    held: tuple[HeldEntry, ...] = ()
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -737,10 +823,17 @@ class ErasureCompleted:
             "l1_evictions": self.l1_evictions,
             "kv_blocks_scrubbed": self.kv_blocks_scrubbed,
             "proof_hash": self.proof_hash,
+            "namespace": self.namespace,
+            "stage": self.stage,
+            "destroyed_key_ids": list(self.destroyed_key_ids),
+            "steps": [step.to_avro() for step in self.steps],
+            "failures": list(self.failures),
+            "held": [entry.to_avro() for entry in self.held],
         }
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        # The v3 fields have defaults: a v1/v2 event decodes with them.
         return cls(
             request_id=d["request_id"],
             subject_hash=d["subject_hash"],
@@ -749,6 +842,129 @@ class ErasureCompleted:
             l1_evictions=d["l1_evictions"],
             kv_blocks_scrubbed=d["kv_blocks_scrubbed"],
             proof_hash=d["proof_hash"],
+            namespace=d.get("namespace"),
+            stage=d.get("stage", ErasureStage.IMMEDIATE.value),
+            destroyed_key_ids=tuple(d.get("destroyed_key_ids", ())),
+            steps=tuple(ErasureStep.from_avro(x) for x in d.get("steps", ())),
+            failures=tuple(d.get("failures", ())),
+            held=tuple(HeldEntry.from_avro(x) for x in d.get("held", ())),
+        )
+
+
+class LegalHoldAction(enum.Enum):
+    """What happened to a legal hold (Avro ``LegalHoldAction``); UNKNOWN: do not act."""
+
+    SET = "SET"
+    LIFTED = "LIFTED"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegalHoldChanged:
+    """A legal hold on a subject and/or a namespace was set or lifted (topic erasure)."""
+
+    hold_id: str
+    action: LegalHoldAction
+    subject_hash: bytes | None = None
+    namespace: str | None = None
+    reason: str
+    changed_by: str
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "action": self.action.name,
+            "subject_hash": self.subject_hash,
+            "namespace": self.namespace,
+            "reason": self.reason,
+            "changed_by": self.changed_by,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            hold_id=d["hold_id"],
+            action=_member(LegalHoldAction, d["action"]),
+            subject_hash=d.get("subject_hash"),
+            namespace=d.get("namespace"),
+            reason=d["reason"],
+            changed_by=d["changed_by"],
+        )
+
+
+# -------------------------------------------------------------------- archive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveRange:
+    """The offsets (inclusive) of one topic partition an archive segment holds."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "first_offset": self.first_offset,
+            "last_offset": self.last_offset,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            topic=d["topic"],
+            partition=d["partition"],
+            first_offset=d["first_offset"],
+            last_offset=d["last_offset"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveSegmentSealed:
+    """An archive segment was closed (topic archive): its hash, chained to the
+    previous segment's, anchored in the signed ledger."""
+
+    archive_id: str
+    segment_seq: int
+    file_name: str
+    segment_hash: bytes
+    prev_segment_hash: bytes
+    record_count: int
+    ranges: tuple[ArchiveRange, ...]
+    first_timestamp_us: int
+    last_timestamp_us: int
+    closed_at_us: int
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "archive_id": self.archive_id,
+            "segment_seq": self.segment_seq,
+            "file_name": self.file_name,
+            "segment_hash": self.segment_hash,
+            "prev_segment_hash": self.prev_segment_hash,
+            "record_count": self.record_count,
+            "ranges": [r.to_avro() for r in self.ranges],
+            "first_timestamp_us": self.first_timestamp_us,
+            "last_timestamp_us": self.last_timestamp_us,
+            "closed_at_us": self.closed_at_us,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            archive_id=d["archive_id"],
+            segment_seq=d["segment_seq"],
+            file_name=d["file_name"],
+            segment_hash=d["segment_hash"],
+            prev_segment_hash=d["prev_segment_hash"],
+            record_count=d["record_count"],
+            ranges=tuple(ArchiveRange.from_avro(r) for r in d["ranges"]),
+            first_timestamp_us=d["first_timestamp_us"],
+            last_timestamp_us=d["last_timestamp_us"],
+            closed_at_us=d["closed_at_us"],
         )
 
 
@@ -1104,6 +1320,8 @@ PAYLOAD_CLASSES: Final[Mapping[EventType, type[Payload]]] = {
     EventType.UNSEALED_TIMEOUT: UnsealedTimeout,
     EventType.LOG_DISCONTINUITY: LogDiscontinuity,
     EventType.SCHEMA_SET_PUBLISHED: SchemaSetPublished,
+    EventType.LEGAL_HOLD_CHANGED: LegalHoldChanged,
+    EventType.ARCHIVE_SEGMENT_SEALED: ArchiveSegmentSealed,
 }
 """The payload class of each event type."""
 
@@ -1113,6 +1331,9 @@ RECORD_CLASSES: Final[Mapping[str, type[Payload]]] = {
     "cachet.events.FreshnessProof": FreshnessProof,
     "cachet.events.SignatureLine": SignatureLine,
     "cachet.events.PublicKeyRecord": PublicKeyRecord,
+    "cachet.events.ErasureStep": ErasureStep,
+    "cachet.events.HeldEntry": HeldEntry,
+    "cachet.events.ArchiveRange": ArchiveRange,
     **{f"cachet.events.{t.value}": cls for t, cls in PAYLOAD_CLASSES.items()},
 }
 """The class of every Avro record a payload holds, by full record name."""
@@ -1126,5 +1347,6 @@ WIRE_ENUMS: Final[Mapping[str, type[enum.Enum]]] = {
     "cachet.events.ErasureScope": ErasureScope,
     "cachet.events.ScrubTrigger": ScrubTrigger,
     "cachet.events.ScrubMethod": ScrubMethod,
+    "cachet.events.LegalHoldAction": LegalHoldAction,
 }
 """The Python enum of every Avro enum, by full name; symbols are member names."""

@@ -120,6 +120,9 @@ class Role(enum.Enum):
     REGULATOR = "regulator"
     AUDITOR = "auditor"
     UNKNOWN = "unknown"  # wire only: a role this reader does not know; grants nothing
+    # May request erasures and legal holds; never reads values or writes.
+    # After UNKNOWN: Avro enums only ever append symbols (schema set v3).
+    DATA_PROTECTION = "data_protection"
 
 
 class MatchMode(enum.Enum):

@@ -64,8 +64,14 @@ VECTORS = {
         9334,
         "815caa776f95a48d",
     ),
+    "v3": Vectors(
+        "68ac0b53364d7e4a",
+        "47e6ad98f3cbfb8a13f2d3ae644051942e2ff563169219072ff6bf862d4503bb",
+        11238,
+        "355b662a57537fa6",
+    ),
 }
-CURRENT = VECTORS["v2"]
+CURRENT = VECTORS["v3"]
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
