@@ -34,6 +34,7 @@ from fastavro.schema import SchemaParseException
 from fastavro.validation import ValidationError, validate
 
 from cachet.errors import CachetError
+from cachet.schemas.compiled import Invalid, Malformed, Truncated, compile_schema
 from cachet.schemas.events import Event, EventType, SealRef
 from cachet.schemas.loader import (
     SCHEMA_DIR,
@@ -145,14 +146,17 @@ class _Branch:
 class EventCodec:
     """Encodes :class:`Event` values to single-object bytes and back.
 
-    Schemas are parsed once, at construction; encode and decode then only
-    run fastavro's compiled reader and writer.
+    Schemas are parsed once, at construction. The current set, which every
+    event is written with and nearly every event read is in, also gets an
+    encoder and decoder generated for it (:mod:`cachet.schemas.compiled`);
+    data of other sets goes through fastavro, which resolves it.
     """
 
     def __init__(self, schema_dir: Path | None = None) -> None:
         directory = schema_dir if schema_dir is not None else SCHEMA_DIR
         self._current = load_schema_set(directory)
         self.fingerprint: bytes = self._current.fingerprint
+        self._compiled = compile_schema(self._current.parsed)
         self._branches = self._index_branches(self._current)
         self._writers: dict[bytes, SchemaSet] = {}
         for path in history_dirs(directory):
@@ -272,16 +276,19 @@ class EventCodec:
             # A typo'd field would otherwise be dropped silently: refuse it.
             names = ", ".join(sorted(map(str, unknown)))
             raise EncodeError(f"{name}: payload has unknown field(s) {names}")
-        try:
-            # fastavro's writer truncates floats into longs and writes ints
-            # out of range; a ledger must never record a silently wrong value.
-            # The boolean pass first: with raise_errors=True fastavro builds a
-            # JSON message for every union branch it tries, valid data or not.
-            if not validate(payload, branch.schema, raise_errors=False):
-                validate(payload, branch.schema, raise_errors=True)
-        except ValidationError as exc:
-            reasons = "; ".join(str(error) for error in exc.errors)
-            raise EncodeError(f"{name}: invalid payload: {reasons}") from exc
+        if writer is not self._current:
+            try:
+                # fastavro's writer truncates floats into longs and writes
+                # ints out of range; a ledger must never record a silently
+                # wrong value. The boolean pass first: with raise_errors=True
+                # fastavro builds a JSON message for every union branch it
+                # tries, valid data or not. (The generated encoder of the
+                # current set checks each value as it writes it.)
+                if not validate(payload, branch.schema, raise_errors=False):
+                    validate(payload, branch.schema, raise_errors=True)
+            except ValidationError as exc:
+                reasons = "; ".join(str(error) for error in exc.errors)
+                raise EncodeError(f"{name}: invalid payload: {reasons}") from exc
         record = {
             "event_id": event.event_id,
             "type": name,
@@ -296,6 +303,14 @@ class EventCodec:
             "payload": (branch.fullname, payload),
         }
         self._check_envelope(name, record)
+        if writer is self._current:
+            out = bytearray(MAGIC)
+            out += writer.fingerprint
+            try:
+                self._compiled.encode_into(record, out)
+            except Invalid as exc:
+                raise EncodeError(f"{name}: invalid payload: {exc}") from exc
+            return bytes(out)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(writer.fingerprint)
@@ -344,6 +359,9 @@ class EventCodec:
                 DecodeFailure.UNKNOWN_FINGERPRINT,
                 f"writer schema fingerprint {fingerprint.hex()} is not a known schema set",
             )
+        if writer is self._current:
+            record = self._read_current(bytes(data))
+            return self._to_event(record)
         fo = io.BytesIO(data)
         fo.seek(HEADER_LEN)
         try:
@@ -356,6 +374,23 @@ class EventCodec:
                 f"{len(data) - fo.tell()} byte(s) after the envelope (of {len(data)})",
             )
         return self._to_event(record)
+
+    def _read_current(self, data: bytes) -> dict[str, Any]:
+        """The envelope of ``data``, written with the current set."""
+        try:
+            record, end = self._compiled.decode(data, HEADER_LEN)
+        except Truncated as exc:
+            raise DecodeError(
+                DecodeFailure.TRUNCATED, f"body ends early ({len(data)} bytes): {exc}"
+            ) from exc
+        except Malformed as exc:
+            raise DecodeError(DecodeFailure.BODY_INVALID, str(exc)[:500]) from exc
+        if end != len(data):
+            raise DecodeError(
+                DecodeFailure.TRAILING_BYTES,
+                f"{len(data) - end} byte(s) after the envelope (of {len(data)})",
+            )
+        return record  # type: ignore[no-any-return]
 
     def _read(self, fo: io.BytesIO, writer: SchemaSet) -> dict[str, Any]:
         record: dict[str, Any] = schemaless_reader(  # type: ignore[assignment]
