@@ -35,6 +35,7 @@ from cachet.config.load import resolve_config
 from cachet.crypto.keystore import Keystore, KeystoreError, open_keystore
 from cachet.errors import CachetError
 from cachet.kafka.control import register_key_set
+from cachet.kafka.settings import use_security
 from cachet.producers.cache_client import (
     CacheClient,
     CacheError,
@@ -44,6 +45,7 @@ from cachet.producers.cache_client import (
     UnknownContract,
 )
 from cachet.producers.cache_node import CacheNode, NodeHealth, NodeKeys
+from cachet.producers.erasure_request import DEFAULT_LEGAL_BASIS, ErasureTicket, request_erasure
 from cachet.producers.fingerprint import Computation
 
 __all__ = ["Cache", "CacheClosed", "NotReady", "open"]
@@ -83,7 +85,11 @@ class _NodeLease:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.node.close()
+            try:
+                self.node.close()
+            finally:
+                # open() opened the node's key vault: it closes it too.
+                self.node.keys.vault.close()
 
 
 class Cache:
@@ -262,6 +268,36 @@ class Cache:
         self._check_open()
         return self._client.confirm_freshness(key, namespace=self._namespace, timeout_s=timeout_s)
 
+    def erase(
+        self,
+        subject: str,
+        *,
+        namespace: str | None = None,
+        legal_basis: str = DEFAULT_LEGAL_BASIS,
+        requested_by: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> ErasureTicket:
+        """Request the erasure of a data subject (every namespace, or only
+        ``namespace``): a sealed ErasureRequested, returned once the broker
+        acknowledged it. Only a handle of role ``DATA_PROTECTION`` may ask,
+        and the erasure processor acts only when this node's identity is in
+        ``[erasure] allowed_requesters`` (else it refuses and alerts).
+        ``subject`` is hashed as a client's subject scope is; it never
+        leaves this process."""
+        self._check_open()
+        if self.role is not Role.DATA_PROTECTION:
+            raise CacheError(f"{self.role.value} may not erase: only the data_protection role")
+        node = self._lease.node
+        return request_erasure(
+            node.producer,
+            node.hasher,
+            subject,
+            namespace=namespace,
+            requested_by=requested_by or node.keys.identity,
+            legal_basis=legal_basis,
+            timeout_s=timeout_s,
+        )
+
     # -- the node -------------------------------------------------------------
 
     def health(self) -> NodeHealth:
@@ -371,6 +407,8 @@ def open(  # shadows the builtin here only: `cachet.open` is the entry point
             cfg = replace(cfg, kafka=replace(cfg.kafka, bootstrap_servers=bootstrap_servers))
     else:
         cfg, _ = resolve_config(config, bootstrap_servers, os.environ)
+    # Every Kafka client of this process for these servers gets the deployment's SASL/TLS.
+    use_security(cfg.kafka.bootstrap_servers, cfg.kafka.security)
     # Every argument checked before keys are touched or a node starts.
     _check_binding(cfg.contracts, contract, namespace, role)
     if contract is None and len(cfg.contracts) == 1:
@@ -379,12 +417,15 @@ def open(  # shadows the builtin here only: `cachet.open` is the entry point
     store = _open_keystore(cfg, Path(kek_file) if kek_file is not None else None)
     if register:
         _register_if_missing(cfg, store, identity)
-    keys = NodeKeys.from_keystore(store, identity)
+    keys = NodeKeys.from_keystore(store, identity, cfg.vault)
     directory = Path(data_dir) if data_dir is not None else cfg.node.data_dir
     directory.mkdir(parents=True, exist_ok=True)
-    lease = _NodeLease(
-        CacheNode(cfg, cfg.kafka.bootstrap_servers, keys, directory, node_id=identity)
-    )
+    try:
+        node = CacheNode(cfg, cfg.kafka.bootstrap_servers, keys, directory, node_id=identity)
+    except BaseException:
+        keys.vault.close()
+        raise
+    lease = _NodeLease(node)
     try:
         cache = Cache(
             lease, role=role, scope=scope, contract=contract, namespace=namespace, owns_node=True

@@ -35,9 +35,10 @@ Strict mode: ``strict = true`` enforces every check. ``strict = false`` skips
 only the watermark-tick check (``view_stale``), for deployments that run no
 ticker; freshness, signatures and state are enforced regardless.
 
-``contract_unknown`` and ``decrypt_failed`` are never produced here: they
-arise before (no contract for the namespace) and after (the ciphertext does
-not open) this evaluation, and are listed so every miss shares one enum.
+``contract_unknown``, ``decrypt_failed`` and ``erased`` are never produced
+here: they arise before (no contract for the namespace) and after (the
+ciphertext does not open; its data key was destroyed by an erasure) this
+evaluation, and are listed so every miss shares one enum.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class MissReason(StrEnum):
     FRESHNESS_UNCONFIRMED = "freshness_unconfirmed"
     DECRYPT_FAILED = "decrypt_failed"
     CONTRACT_UNKNOWN = "contract_unknown"
+    # The entry's data key was destroyed (crypto-shredded): nothing can read it.
+    ERASED = "erased"
 
 
 class VerificationStatus(StrEnum):

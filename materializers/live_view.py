@@ -25,6 +25,15 @@ it hides the versions that existed when it arrived, and only until its
 seal verifies or its unsealed timeout passes. A forged one is undone then
 (and alerted by the verifier); a later genuine version is always served.
 
+The view also reads ``erasure`` (verified like everything else) and keeps
+a subject index (``s/<subject hash>/<key hash>`` rows, written in the same
+WriteBatch as the entries: :meth:`LiveView.subject_entries`). Each verified
+erasure-topic event is handed, with the identity that sealed it, to the
+listeners added with :meth:`LiveView.add_erasure_listener`, on the poll
+thread right after the batch holding it committed (never on a read path).
+Deciding whether to act on it (who may erase) is the listener's business:
+the view only guarantees it was sealed and verified.
+
 The view fails closed. It reports itself *catching up* until the key
 registry read the control log to its end and every data partition applied
 (or refused) everything up to the log end it first observed, events that
@@ -55,6 +64,7 @@ from cachet.crypto.seal import KeySet
 from cachet.kafka.settings import producer_settings
 from cachet.kafka.verifying import AlertEmitter, VerifyingConsumer
 from cachet.ledger.checkpoint import VerifierCheckpoint
+from cachet.ledger.identity import ProducerIdError, identity_of
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
 from cachet.materializers.view import EntryState, ViewEntry, ViewStore
@@ -71,11 +81,14 @@ from cachet.verdict import ViewHealth
 
 # FRESHNESS_CONFIRMED is re-exported for older callers; its home is
 # cachet.schemas.payloads, with the other wire constants.
-__all__ = ["FRESHNESS_CONFIRMED", "LiveView"]
+__all__ = ["FRESHNESS_CONFIRMED", "ErasureListener", "LiveView"]
 
 log = logging.getLogger(__name__)
 
-DATA_TOPICS = (Topic.ENTRIES, Topic.INVALIDATIONS)
+# Called with a verified erasure-topic event and the identity that sealed it.
+ErasureListener = Callable[[Event, str], None]
+
+DATA_TOPICS = (Topic.ENTRIES, Topic.INVALIDATIONS, Topic.ERASURE)
 _WATERMARK_CHECK_S = 1.0
 # Definitive: the offset this view is at does not exist in the log. (Unknown
 # topic or partition is not: it also happens transiently at startup.)
@@ -150,6 +163,12 @@ class LiveView:
         self._commits = 0  # commits that changed entries (the state hash's cache key)
         self._state_hash: tuple[int, bytes] | None = None
         self._changed_keys: set[bytes] = set()
+        self._erasure_listeners: list[ErasureListener] = []
+        # Verified erasure events of the open batch: handed to the listeners
+        # only after it committed (the subject index then matches them).
+        self._erasure_events: list[tuple[Event, str]] = []
+        self._erasures_committed: list[tuple[Event, str]] = []
+        self._erasure_topic = names(Topic.ERASURE)
         count = (lambda t: partitions) if isinstance(partitions, int) else partitions.__getitem__
         self._parts: dict[tuple[str, int], _Partition] = {
             (names(t), p): _Partition(last_progress_us=clock.now_us())
@@ -213,6 +232,8 @@ class LiveView:
         with self._lock:
             self._eof()
             self._commit()
+        if self._erasures_committed:
+            self._hand_on_erasures()
         return taken
 
     def _record(self, event: Event, origin: RecordOrigin) -> None:
@@ -279,6 +300,13 @@ class LiveView:
                 self._ticks[origin.partition] = max(
                     self._ticks.get(origin.partition, 0), event.occurred_at_us
                 )
+            elif origin.topic == self._erasure_topic and self._erasure_listeners:
+                try:
+                    identity = identity_of(seal.producer_id)
+                except ProducerIdError:  # the verifier checked it; defend anyway
+                    log.warning("erasure event sealed by %r not handed on", seal.producer_id)
+                    return
+                self._erasure_events.append((event, identity))
 
     def _apply_written(self, w: CacheWritten, event: Event, chain: _ChainHead) -> None:
         self._batch.put(
@@ -397,6 +425,21 @@ class LiveView:
         if self._on_change:
             for key_hash in changed:
                 self._on_change(key_hash)
+        self._erasures_committed.extend(self._erasure_events)
+        self._erasure_events = []
+
+    def _hand_on_erasures(self) -> None:
+        """Call the erasure listeners for what committed; outside the view's
+        lock, so reads never wait for a listener."""
+        with self._lock:
+            erasures, self._erasures_committed = self._erasures_committed, []
+            listeners = list(self._erasure_listeners)
+        for event, identity in erasures:
+            for listener in listeners:
+                try:
+                    listener(event, identity)
+                except Exception:  # noqa: BLE001 - one listener must not stop the view
+                    log.exception("erasure listener %r failed on %s", listener, event.event_id)
 
     def _safe_offsets(self) -> dict[tuple[str, int], int]:
         """Per partition: the next offset to read after a restart. Never past
@@ -533,6 +576,40 @@ class LiveView:
     def current(self, key_hash: bytes) -> ViewEntry | None:
         with self._lock:
             return self.store.current(key_hash)
+
+    def subject_entries(self, subject_hash: bytes, namespace: str | None = None) -> list[ViewEntry]:
+        """The current version of every key of a data subject, in any state.
+
+        From the subject index: a key is listed while any version the view
+        stores of it (current or history) carries ``subject_hash``, so an
+        erasure finds old ciphertexts too; the entry returned is the key's
+        current version. ``namespace`` keeps only that namespace's keys.
+        Committed state only (what a restart would see), in key-hash order.
+        """
+        with self._lock:
+            entries = []
+            for key_hash in self.store.keys_of_subject(subject_hash):
+                entry = self.store.current(key_hash)
+                if entry is not None and (namespace is None or entry.namespace == namespace):
+                    entries.append(entry)
+            return entries
+
+    def add_erasure_listener(self, listener: ErasureListener) -> None:
+        """Call ``listener(event, identity)`` for every verified event of the
+        ``erasure`` topic this view applies from now on, with the identity
+        (not the epoch) whose keys sealed it.
+
+        Called on the thread that polls the view (a node's background
+        thread), after the batch holding the event committed and outside
+        the view's lock, in log order per partition; never on a read path. A listener must be quick (queue
+        work for another thread); an exception it raises is logged and the
+        view goes on. After a restart the view resumes from its committed
+        offsets, so events committed before are not handed on again (a
+        crash between the commit and the call loses the call: a listener
+        that must act exactly once keeps its own record in the log).
+        """
+        with self._lock:
+            self._erasure_listeners.append(listener)
 
     def _kafka_error(self, err: KafkaError) -> None:
         if err.code() in _DISCONTINUITY_ERRORS:

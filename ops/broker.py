@@ -65,13 +65,18 @@ class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1, started and stopped by us.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
-    ``port=0`` picks a free port.
+    ``port=0`` picks a free port. ``authentication=True`` starts it with
+    ``--authentication``: every client must authenticate with SASL/SCRAM.
+    (Tansu 0.6 keeps SCRAM users in its storage; with the in-memory storage
+    the embedded broker uses, none can be created once authentication is on,
+    so such a broker refuses every client: docs/kafka-security.md.)
     """
 
     port: int = 9092
     host: str = "127.0.0.1"
     startup_timeout_s: float = 15.0
     log_path: Path | None = None
+    authentication: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -99,6 +104,7 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTENER_URL", "STORAGE"))}

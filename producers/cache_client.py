@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import random
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,12 +30,21 @@ from prometheus_client import Counter
 
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
-from cachet.config.enums import InvalidationMode, Role
-from cachet.crypto.aead import AeadError, associated_data, open_value, seal_value, value_commitment
+from cachet.config.enums import Classification, InvalidationMode, Role, VerificationMode
+from cachet.crypto.aead import (
+    AeadError,
+    associated_data,
+    open_value,
+    seal_value,
+    value_commitment,
+    verify_commitment,
+)
+from cachet.crypto.vault import VaultError
 from cachet.errors import CachetError
 from cachet.freshness import FreshnessProof
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers.cache_node import CacheNode, L1Entry
+from cachet.producers.data_keys import DataKeyStatus, commitment_key, data_key_name
 from cachet.producers.fingerprint import Computation, fingerprint
 from cachet.producers.sealing import Delivery, EmitRejected, NotAcknowledged, RecordTooLarge
 from cachet.schemas.events import EventType
@@ -66,6 +76,7 @@ __all__ = [
     "UnknownContract",
     "ValueTooLarge",
     "WriteNotAcknowledged",
+    "ForeignScope",
     "WriteRejected",
 ]
 
@@ -89,6 +100,9 @@ _VIOLATIONS = frozenset(
 # producer id, sequences, seal ref), hashes, nonce, GCM tag, key framing,
 # classification, record key. Generous: the producer checks the exact size.
 _RECORD_RESERVE = 2048
+_UNSET = object()
+# Classifications whose entries are about a person: they must carry a subject.
+_NEEDS_SUBJECT = frozenset({Classification.PHI, Classification.PII})
 _MAX_LONG = 2**63 - 1
 
 
@@ -120,6 +134,15 @@ class ValueTooLarge(InvalidArgument):
         )
         self.size = size
         self.limit = limit
+
+
+class ForeignScope(CacheError):
+    """The key's current version belongs to another tenant or data subject.
+
+    One key hash names one entry per namespace; the scope is a mandatory
+    filter on every lookup (DESIGN, "Privacy and access"), so a client may
+    neither read nor overwrite, revoke or confirm another scope's entry.
+    """
 
 
 class WriteRejected(CacheError):
@@ -194,6 +217,15 @@ class CacheResponse:
     computed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A decrypted value, or why there is none."""
+
+    plaintext: bytes | None
+    reason: MissReason = MissReason.DECRYPT_FAILED
+    detail: str = ""
+
+
 def _frame(key: str, value: bytes) -> bytes:
     # The plaintext cache key travels only inside the ciphertext.
     raw = key.encode()
@@ -227,6 +259,11 @@ class CacheClient:
     """The cache as one role (and one tenant or subject scope) sees it.
 
     ``clock`` says when a read happens: freshness is judged against it.
+    ``scope`` is the data subject (or tenant) the client's entries belong
+    to: each (subject, namespace, contract) has its own data key, so an
+    erasure of the subject can destroy it. Entries of a contract classified
+    PHI or PII must have one. ``sample`` draws in [0, 1) for probabilistic
+    verification (default: the system's CSPRNG).
     """
 
     def __init__(
@@ -235,6 +272,7 @@ class CacheClient:
         role: Role = Role.OWNER,
         scope: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sample: Callable[[], float] | None = None,
     ) -> None:
         self._node = node
         self.role = role
@@ -247,6 +285,10 @@ class CacheClient:
         # Only events covered by a seal verified with every required scheme
         # ever reach the view, so every entry carries these schemes.
         self._sealed_schemes = tuple(s.value for s in node.config.attestation.schemes)
+        # Draws in [0, 1) for probabilistic verification (unpredictable by
+        # default: a reader must not know which reads are checked).
+        self._sample = sample or random.SystemRandom().random
+        self._modes: dict[str, object] = {}
         # cachet_reads children by miss reason (None: served), bound on first use.
         self._read_counters: dict[MissReason | None, Counter] = {}
 
@@ -299,6 +341,9 @@ class CacheClient:
         Returns only once the broker acknowledged the write (acks=all): a
         returned receipt is durable and names the partition and offset.
         ``wait`` also waits until this node's view serves the new version.
+        ``ttl_ms`` None: the default TTL of the contract's classification
+        (``[ttl]``); none for an unclassified contract. A contract classified
+        PHI or PII refuses a client without a subject scope.
         Bad arguments raise :class:`InvalidArgument` (naming the argument)
         before anything is emitted; a refused write raises
         :class:`WriteRejected`, an unacknowledged one
@@ -397,12 +442,25 @@ class CacheClient:
                 "computation", f"must be a Computation, got {type(computation).__name__}"
             )
         c = self._contract(contract)
+        if c.classification in _NEEDS_SUBJECT and self._scope_hash is None:
+            # Erasure finds and destroys a person's data by subject: data
+            # about a person written without one could never be erased.
+            assert c.classification is not None
+            raise InvalidArgument(
+                "scope",
+                f"contract {c.name!r} is classified {c.classification.value}: its entries must "
+                "carry a data subject so they can be erased; write through a client scoped to "
+                "the subject (CacheClient(node, scope=subject_id), or cachet.open(scope=...))",
+            )
         max_message = self._node.producer.max_message_bytes
         overhead = (
             _RECORD_RESERVE
             + len(key.encode())
-            + 2 * len(namespace.encode())  # in the payload and in the data key id
+            + len(namespace.encode())
             + len(c.name.encode())
+            # The data key id: its name and "#<generation>".
+            + len(data_key_name(namespace, c.name, self._scope_hash))
+            + 24
         )
         limit = max_message - overhead
         if len(value) > limit:
@@ -419,11 +477,22 @@ class CacheClient:
         ttl_ms: int | None,
     ) -> PendingPut:
         node = self._node
+        if ttl_ms is None and c.classification is not None:
+            # The classification's default TTL ([ttl]) when the write sets none.
+            ttl_ms = node.config.ttl.for_class(c.classification)
         key_hash = node.hasher.key(namespace, key)
         fp = self._fingerprint(key, c, computation)
         current = node.view.current(key_hash)
+        if current is not None and current.subject_hash != self._scope_hash:
+            # Overwriting would hand another tenant's key to this one.
+            raise ForeignScope(
+                f"key in namespace {namespace!r} holds an entry of another tenant or subject"
+            )
         version = current.version + 1 if current else 1
-        data_key = node.keys.data_key(namespace)
+        try:
+            data_key = node.data_keys.for_write(data_key_name(namespace, c.name, self._scope_hash))
+        except VaultError as exc:
+            raise WriteRejected(f"write of version {version} not made: {exc}") from exc
         nonce, ciphertext = seal_value(
             data_key, _frame(key, value), associated_data(key_hash, fp, version)
         )
@@ -437,7 +506,8 @@ class CacheClient:
                 ciphertext=ciphertext,
                 nonce=nonce,
                 data_key_id=data_key.key_id,
-                commitment=value_commitment(node.keys.commitment_key, value),
+                # Keyed by the data key: destroying it makes this unlinkable.
+                commitment=value_commitment(commitment_key(data_key), value),
                 aad_version=AAD_VERSION,
             ),
             subject_hash=self._scope_hash,
@@ -509,7 +579,12 @@ class CacheClient:
         node = self._node
         key_hash = node.hasher.key(namespace, key)
         current = node.view.current(key_hash)
-        if current is None or current.state is not EntryState.ACTIVE:
+        if (
+            current is None
+            or current.state is not EntryState.ACTIVE
+            # Another scope's entry is, for this client, not there.
+            or current.subject_hash != self._scope_hash
+        ):
             return False
         try:
             invalidation = Invalidated(
@@ -534,6 +609,29 @@ class CacheClient:
         )
         return True
 
+    def commitment_opening(self, key: str, *, namespace: str = "default") -> bytes:
+        """The key that opens the current version's value commitment, for the
+        Owner to hand an Auditor with the value: ``verify_commitment(
+        response.commitment, opening, value)`` then proves the value is what
+        the sealed CacheWritten committed to, without the Auditor ever
+        holding the data key. Derived from the data key
+        (:func:`~cachet.producers.data_keys.commitment_key`), so once an
+        erasure destroyed the key there is no opening any more: raises
+        :class:`CacheError` then, or when the key has no version."""
+        self._require_owner("open a value commitment")
+        _check_text("key", key)
+        _check_text("namespace", namespace)
+        entry = self._node.view.current(self._node.hasher.key(namespace, key))
+        # Scope is a mandatory filter here as on a read: another subject's
+        # entry is "not there" for this client.
+        scope = entry.subject_hash.hex() if entry is not None and entry.subject_hash else None
+        if entry is None or scope != self._scope:
+            raise CacheError(f"no version of this key in namespace {namespace!r} for this scope")
+        found = self._node.data_keys.for_read(entry.data_key_id)
+        if found.key is None:
+            raise CacheError(f"no opening for version {entry.version}: {found.detail}")
+        return commitment_key(found.key)
+
     def confirm_freshness(
         self, key: str, *, namespace: str = "default", timeout_s: float = 10.0
     ) -> bool:
@@ -544,7 +642,11 @@ class CacheClient:
         _check_text("namespace", namespace)
         _check_timeout(timeout_s)
         current = self._node.view.current(self._node.hasher.key(namespace, key))
-        if current is None or current.state is not EntryState.ACTIVE:
+        if (
+            current is None
+            or current.state is not EntryState.ACTIVE
+            or current.subject_hash != self._scope_hash
+        ):
             return False
         try:
             confirmed = self._transition(current, EntryState.ACTIVE, FRESHNESS_CONFIRMED)
@@ -590,13 +692,12 @@ class CacheClient:
         verdict = self._evaluate(c, key, key_hash, entry, facts, computation, now)
         value = None
         if verdict.hit and entry is not None and facts is not None:
-            plaintext = cached.plaintext if cached else self._decrypt(key, entry)
+            opened = _Opened(cached.plaintext) if cached else self._decrypt(key, entry)
+            if opened.plaintext is not None and self._verifies(c):
+                opened = self._check_commitment(entry, opened.plaintext)
+            plaintext = opened.plaintext
             if plaintext is None:
-                verdict = self._miss(
-                    verdict,
-                    MissReason.DECRYPT_FAILED,
-                    f"value of version {entry.version} does not decrypt",
-                )
+                verdict = self._miss(verdict, opened.reason, opened.detail)
             else:
                 if generation is not None:  # read from the view: cache it
                     self._node.l1_put(entry, plaintext, facts, generation)
@@ -670,7 +771,56 @@ class CacheClient:
             )
         if view.invalidated(key_hash, entry.version):
             return self._miss(verdict, MissReason.REVOKED, "eagerly invalidated")
+        if entry.ttl_ms is not None and now_us - entry.written_at_us > entry.ttl_ms * 1000:
+            # Past its TTL: never served, even before the expiry processor's
+            # transition lands (the TTL may be tighter than the contract).
+            return self._miss(
+                verdict,
+                MissReason.EXPIRED,
+                f"version {entry.version} is {(now_us - entry.written_at_us) // 1000} ms old, "
+                f"past its TTL of {entry.ttl_ms} ms",
+            )
         return verdict
+
+    def _verifies(self, c: ContractConfig) -> bool:
+        """Whether this read checks the served value against its sealed
+        commitment: always under ALWAYS_VERIFY, on a random sample of
+        ``probabilistic_rate`` under PROBABILISTIC (``[verification]`` for
+        the contract's classification); never for an unclassified contract."""
+        mode = self._modes.get(c.name, _UNSET)
+        if mode is _UNSET:
+            verification = self._node.config.verification
+            mode = verification.mode_for(c.classification) if c.classification else None
+            self._modes[c.name] = mode
+        if mode is VerificationMode.ALWAYS_VERIFY:
+            return True
+        if mode is VerificationMode.PROBABILISTIC:
+            return self._sample() < self._node.config.verification.probabilistic_rate
+        return False
+
+    def _check_commitment(self, entry: ViewEntry, plaintext: bytes) -> _Opened:
+        """``plaintext`` if it opens the commitment the entry's sealed
+        CacheWritten carries (so what is served, from L1 or decrypted, is
+        what the seal covered), else a ``decrypt_failed`` miss (and the
+        key's L1 entry is evicted); ``erased`` when the data key is gone."""
+        found = self._node.data_keys.for_read(entry.data_key_id)
+        if found.key is None:
+            reason = (
+                MissReason.ERASED
+                if found.status is DataKeyStatus.ERASED
+                else MissReason.DECRYPT_FAILED
+            )
+            self._node.l1.evict(entry.key_hash)
+            return _Opened(None, reason, f"version {entry.version}: {found.detail}")
+        if verify_commitment(entry.commitment, commitment_key(found.key), plaintext):
+            return _Opened(plaintext)
+        self._node.l1.evict(entry.key_hash)
+        return _Opened(
+            None,
+            MissReason.DECRYPT_FAILED,
+            f"value of version {entry.version} does not match the commitment its sealed "
+            "CacheWritten carries",
+        )
 
     def get_many(
         self, keys: Sequence[str], *, contract: str, namespace: str = "default"
@@ -735,20 +885,40 @@ class CacheClient:
             else None,
         )
 
-    def _decrypt(self, key: str, entry: ViewEntry) -> bytes | None:
-        data_key = self._node.keys.data_key(entry.namespace)
+    def _decrypt(self, key: str, entry: ViewEntry) -> _Opened:
+        """The plaintext of ``entry``, or the miss reason: ``erased`` when its
+        data key was destroyed, ``decrypt_failed`` for anything else. Never
+        raises to the reader."""
+        found = self._node.data_keys.for_read(entry.data_key_id)
+        if found.key is None:
+            if found.status is DataKeyStatus.ERASED:
+                return _Opened(
+                    None,
+                    MissReason.ERASED,
+                    f"version {entry.version} was erased: its data key is destroyed",
+                )
+            return _Opened(
+                None,
+                MissReason.DECRYPT_FAILED,
+                f"data key of version {entry.version} unavailable: {found.detail}",
+            )
+        failed = _Opened(
+            None, MissReason.DECRYPT_FAILED, f"value of version {entry.version} does not decrypt"
+        )
         try:
             frame = open_value(
-                data_key,
+                found.key,
                 entry.nonce,
                 entry.ciphertext,
                 associated_data(entry.key_hash, entry.fingerprint, entry.version),
             )
         except AeadError:
-            return None
+            return failed
         stored_key, value = _unframe(frame)
         # Defends against an entry filed under another key's hash.
-        return value if hmac.compare_digest(stored_key.encode(), key.encode()) else None
+        if not hmac.compare_digest(stored_key.encode(), key.encode()):
+            return failed
+        return _Opened(value)
 
     @staticmethod
     def _miss(verdict: ReadVerdict, reason: MissReason, detail: str) -> ReadVerdict:

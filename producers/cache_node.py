@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +23,21 @@ from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter
 
 from cachet.config import CachetConfig, ContractConfig
-from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
+from cachet.crypto.vault import KeyCache, KeyVault, VaultBackend, VaultConfig, open_vault
 from cachet.materializers.live_view import LiveView
 from cachet.materializers.view import ViewEntry
+from cachet.producers.data_keys import DataKeys, data_key_name
 from cachet.producers.read_audit import ReadAudit
 from cachet.producers.sealing import LedgerAlerts, SealingProducer
 from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
+from cachet.schemas.events import Event, EventType
+from cachet.schemas.payloads import ErasureCompleted, ErasureRequested, ErasureScope
 from cachet.verdict import EntryFacts
 
 __all__ = ["CacheNode", "L1Cache", "L1Entry", "NodeHealth", "NodeKeys"]
-
-DATA_MASTER_KEY_ID = "cachet:data-master"
-COMMITMENT_KEY_ID = "cachet:commitment"
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +48,32 @@ class NodeKeys:
 
     ``identity`` signs with ``signing``; ``anchor`` is the pinned trust
     anchor; ``identifier_secret`` keys the hashes of cache keys and subject
-    ids; ``data_master`` derives the per-namespace data keys;
-    ``commitment_key`` keys the value commitments auditors check against.
-    Every node of a deployment shares all but ``signing``.
+    ids; ``vault`` holds the random data keys values are encrypted under
+    (wrapped under its KEK; destroying one is an erasure). No data key is
+    derived from a secret here: every one lives in the vault, so an erasure
+    can destroy it. Every node of a deployment shares all but ``signing``
+    (every node of a host shares one vault file). Whoever built the keys
+    owns the vault and closes it; a node never does.
     """
 
     identity: str
     signing: PrivateKeySet = field(repr=False)
     anchor: KeySet
     identifier_secret: bytes = field(repr=False)
-    data_master: bytes = field(repr=False)
-    commitment_key: bytes = field(repr=False)
+    vault: KeyVault = field(repr=False)
 
     @classmethod
-    def from_keystore(cls, keystore: Keystore, identity: str) -> NodeKeys:
+    def from_keystore(
+        cls, keystore: Keystore, identity: str, vault: VaultConfig | None = None
+    ) -> NodeKeys:
         """The keys ``identity`` works with, from the keystore.
 
         Signing: the identity's latest unretired key set. Anchor: the
-        keystore's trust anchor (public half). The identifier secret, the data
-        master and the commitment key are the deployment's shared secrets; the
-        latter two are data keys created on first use. Raises
-        :class:`KeystoreError` when the identity has no key set (checked
-        first: nothing is created then).
+        keystore's trust anchor (public half). The identifier secret is the
+        deployment's shared secret. ``vault`` (``config.vault``) says which
+        key vault holds the data keys; None, or a file vault at the default
+        path: the file vault ``vault.sqlite`` next to the keystore. Raises :class:`KeystoreError` when the
+        identity has no key set (checked first: nothing is opened then).
         """
         try:
             signing = keystore.key_set(identity)
@@ -80,33 +81,21 @@ class NodeKeys:
             raise KeystoreError(
                 f"{exc}; create and register one with `cachet keys register --identity {identity}`"
             ) from exc
-        shared: dict[str, bytes] = {}
-        for key_id in (DATA_MASTER_KEY_ID, COMMITMENT_KEY_ID):
-            try:
-                shared[key_id] = keystore.data_key(key_id).key
-            except KeystoreError:
-                # Every node must hold the same secret: this keystore is the
-                # one to copy (or the deployment's shared one).
-                log.warning("keystore %s: creating shared data key %s", keystore.path, key_id)
-                created = DataKey(key_id, os.urandom(32))
-                keystore.put_data_key(created)
-                shared[key_id] = created.key
+        if vault is None or (
+            vault.backend is VaultBackend.FILE and vault.path == VaultConfig().path
+        ):
+            # A file vault left at its default path lives next to the
+            # keystore (the default keystore directory is the default vault
+            # directory): a keystore kept elsewhere takes its vault along,
+            # and never meets another keystore's vault (another KEK).
+            vault = replace(vault or VaultConfig(), path=keystore.path.parent / "vault.sqlite")
         return cls(
             identity=identity,
             signing=signing,
             anchor=keystore.anchor().public(),
             identifier_secret=keystore.identifier_secret(),
-            data_master=shared[DATA_MASTER_KEY_ID],
-            commitment_key=shared[COMMITMENT_KEY_ID],
+            vault=open_vault(vault, keystore),
         )
-
-    def data_key(self, namespace: str) -> DataKey:
-        """The namespace's AES-256-GCM data key (HKDF-style, SHA3-256 HMAC)."""
-        key_id = f"ns:{namespace}"
-        key = hmac.new(
-            self.data_master, b"cachet/data-key/v1\x00" + key_id.encode(), hashlib.sha3_256
-        ).digest()
-        return DataKey(key_id, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +279,12 @@ class CacheNode:
         # Alerts are events in the signed ledger like any other.
         self.alert = LedgerAlerts(self.producer, f"node {self.node_id}")
         self.l1 = L1Cache(config.node.l1_max_entries)
+        # Unwrapped data keys: in memory only, bounded, dropped on erasure.
+        self.data_keys = DataKeys(
+            keys.vault,
+            KeyCache(config.vault.key_cache_entries),
+            max_names=config.vault.key_cache_entries,
+        )
         # Cache keys hash through a keyed SHA3 HMAC; a read hashes each key
         # once per L1 lifetime, not once per read (bounded like the L1).
         self._key_hashes = functools.lru_cache(maxsize=config.node.l1_max_entries)(self.hasher.key)
@@ -321,7 +316,13 @@ class CacheNode:
             ["contract", "reason"],
             registry=registry,
         )
+        self.erasure_evictions = Counter(
+            "cachet_erasure_evictions",
+            "L1 entries evicted because a verified erasure event named their subject",
+            registry=registry,
+        )
         self.registry = registry
+        self.view.add_erasure_listener(self._on_erasure_event)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"cachet-node-{self.node_id}", daemon=True
@@ -356,6 +357,76 @@ class CacheNode:
 
     def _evict(self, key_hash: bytes) -> None:
         self.l1.evict(key_hash)
+
+    # -- erasure ----------------------------------------------------------
+
+    def _on_erasure_event(self, event: Event, identity: str) -> None:
+        """A verified erasure-topic event (on the view's poll thread).
+
+        Acts only on an ErasureRequested sealed by an identity in ``[erasure]
+        allowed_requesters`` and an ErasureCompleted sealed by ``[erasure]
+        processor_identity``: evicts every L1 entry of the subject and drops
+        the subject's data keys from memory. Both are idempotent, so a
+        replayed or repeated event does no harm; anything else is ignored
+        (a sealed event from another identity is not an authority to erase).
+        """
+        erasure = self.config.erasure
+        destroyed: tuple[str, ...] = ()
+        try:
+            if event.type is EventType.ERASURE_REQUESTED:
+                if identity not in erasure.allowed_requesters:
+                    log.warning(
+                        "node %s: ErasureRequested sealed by %s, not an allowed requester: ignored",
+                        self.node_id,
+                        identity,
+                    )
+                    return
+                request = ErasureRequested.from_avro(event.payload)
+                if request.scope is ErasureScope.UNKNOWN:
+                    return  # a scope this reader does not know: never guess what to erase
+                subject, namespace = request.subject_hash, request.namespace
+            elif event.type is EventType.ERASURE_COMPLETED:
+                if identity != erasure.processor_identity:
+                    log.warning(
+                        "node %s: ErasureCompleted sealed by %s, not the erasure processor: "
+                        "ignored",
+                        self.node_id,
+                        identity,
+                    )
+                    return
+                completed = ErasureCompleted.from_avro(event.payload)
+                subject, namespace = completed.subject_hash, completed.namespace
+                destroyed = completed.destroyed_key_ids
+            else:
+                return
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("node %s: malformed %s ignored: %s", self.node_id, event.type.value, exc)
+            return
+        self.forget_subject(subject, namespace)
+        self.data_keys.drop(destroyed)
+
+    def forget_subject(self, subject_hash: bytes, namespace: str | None = None) -> int:
+        """Evict every L1 entry of a subject (``namespace``: only there) and
+        drop its data keys from memory; returns how many keys it evicted.
+
+        The subject index lists every key with a version of the subject, so
+        old versions' keys are dropped too.
+        """
+        entries = self.view.subject_entries(subject_hash, namespace)
+        names: set[str] = set()
+        for entry in entries:
+            self.l1.evict(entry.key_hash)
+            names.add(data_key_name(entry.namespace, entry.contract, subject_hash))
+        self.data_keys.drop_names(names)
+        self.erasure_evictions.inc(len(entries))
+        if entries:
+            log.info(
+                "node %s: evicted %d entries of an erased subject, dropped %d data keys",
+                self.node_id,
+                len(entries),
+                len(names),
+            )
+        return len(entries)
 
     def key_hash(self, namespace: str, key: str) -> bytes:
         """``hasher.key(namespace, key)``, from a bounded LRU of recent keys."""

@@ -16,6 +16,7 @@ import pytest
 from cachet.kafka.settings import create_topics
 from cachet.ops.broker import EmbeddedBroker
 from cachet.topics import TopicNames
+from tests.pg import PgCluster, pg_cluster
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,24 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(port=0, log_path=log_path) as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster per session (tests/pg.py), started on first use."""
+    with pg_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster: PgCluster) -> str:
+    """A DSN of this test's own on the session cluster: a fresh, empty schema is its search path."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_cluster.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return postgres_cluster.dsn_for(postgres_cluster.database, schema)
 
 
 @pytest.fixture

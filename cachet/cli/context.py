@@ -17,6 +17,7 @@ from typing import Any
 
 from cachet.config import CachetConfig
 from cachet.config.load import resolve_config
+from cachet.kafka.settings import use_security
 from cachet.topics import TopicNames
 
 __all__ = ["CliContext", "common_options", "emit_json", "fail"]
@@ -65,6 +66,8 @@ class CliContext:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CliContext:
         config, path = resolve_config(args.config, args.bootstrap_servers, os.environ)
+        # Every Kafka client this command builds gets the deployment's SASL/TLS.
+        use_security(config.kafka.bootstrap_servers, config.kafka.security, os.environ)
         return cls(config, path)
 
     @property

@@ -30,6 +30,7 @@ from cachet.config import parse_config
 from cachet.config.enums import Role
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import PrivateKeySet
+from cachet.crypto.vault import FileVault
 from cachet.kafka.consume import ConsumeLoop, DeadLetters, headers_dict
 from cachet.kafka.control import publish_control
 from cachet.kafka.settings import consumer_settings, create_topics, producer_settings
@@ -180,7 +181,10 @@ def _cache_story(servers: str, names: TopicNames, tmp: Path) -> None:
     stop = threading.Event()
     ticker = SealingProducer.from_config(config, servers, "ticker", ticker_keys, codec=codec)
     WatermarkTicker(ticker, 3, ticker_id="ticker", interval_s=0.2).start(stop)
-    secrets = NodeKeys("node-1", node_keys, anchor.public(), *(os.urandom(32) for _ in range(3)))
+    # The data keys live in a key vault (a file here), wrapped under its KEK:
+    # destroying one is how a subject is erased.
+    vault = FileVault(tmp / "vault.sqlite", os.urandom(32))
+    secrets = NodeKeys("node-1", node_keys, anchor.public(), os.urandom(32), vault)
     try:
         with CacheNode(config, servers, secrets, tmp, node_id="node-1") as node:
             if not node.wait_caught_up(30):
@@ -216,6 +220,7 @@ def _cache_story(servers: str, names: TopicNames, tmp: Path) -> None:
     finally:
         stop.set()
         ticker.close()
+        vault.close()
 
 
 def _attest(

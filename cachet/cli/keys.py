@@ -163,7 +163,8 @@ def run_init(args: argparse.Namespace) -> int:
     identity = args.identity or ctx.config.node.node_id
     node_keys = PrivateKeySet.generate()
     store.add_key_set(identity, node_keys)
-    NodeKeys.from_keystore(store, identity)  # creates the deployment's shared data secrets
+    # Creates the vault's KEK in the keystore and the vault itself.
+    NodeKeys.from_keystore(store, identity, ctx.config.vault).vault.close()
     anchor_path = path.parent / ANCHOR_FILE
     anchor_path.write_text(anchor_to_json(anchor.public()))
     if args.publish:

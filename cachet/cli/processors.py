@@ -101,6 +101,10 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     r.add_argument("--kek-file", type=Path, default=None, help="key-encryption key file")
     r.add_argument("--host", default="127.0.0.1", help="address of /health and /metrics")
     r.set_defaults(handler=run)
+    # `cachet processors erasure` (its own process, identity and view).
+    from cachet.cli.erase import register_processor
+
+    register_processor(psub, parent, _HealthServer)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
     config = ctx.config
     identity = args.identity or f"{config.node.node_id}-processors"
-    keys = NodeKeys.from_keystore(open_keystore(ctx, args), identity)
+    keys = NodeKeys.from_keystore(open_keystore(ctx, args), identity, config.vault)
     data_dir = args.data_dir or config.node.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     codec = EventCodec()

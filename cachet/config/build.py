@@ -17,9 +17,11 @@ from cachet.config.enums import (
     AuditMode,
     Role,
 )
+from cachet.config.kafka_security import OWNED_LIBRDKAFKA_KEYS, build_kafka_security
 from cachet.config.sections import (
     FINGERPRINT_COMPONENTS,
     AccessControlConfig,
+    ArchiveConfig,
     AttestationConfig,
     AuditConfig,
     EmbeddedBrokerConfig,
@@ -28,12 +30,15 @@ from cachet.config.sections import (
     KeysConfig,
     NodeConfig,
     StateMachineConfig,
+    VaultBackend,
+    VaultConfig,
 )
 from cachet.config.values import Table, check_schemes, describe
 from cachet.topics import Topic
 
 __all__ = [
     "build_access_control",
+    "build_archive",
     "build_attestation",
     "build_audit",
     "build_broker",
@@ -41,6 +46,7 @@ __all__ = [
     "build_keys",
     "build_node",
     "build_state_machine",
+    "build_vault",
 ]
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -62,6 +68,11 @@ def _librdkafka_settings(table: Table, name: str, *, producer: bool) -> Mapping[
             raise sub.error(key, f"expected a string, integer or boolean, got {describe(value)}")
         if key == "bootstrap.servers":
             raise sub.error(key, "set kafka.bootstrap_servers instead")
+        # Credentials have keys of their own, and a password never sits in the file.
+        if key.startswith(OWNED_LIBRDKAFKA_KEYS):
+            raise sub.error(
+                key, "set kafka.security_protocol, kafka.sasl_* and kafka.ssl_* instead"
+            )
         # Idempotent acks=all producers are why a retry cannot duplicate an
         # event in the ledger; an override must not quietly undo that.
         if producer and key == "enable.idempotence" and value is not True:
@@ -102,6 +113,7 @@ def build_kafka(table: Table) -> KafkaConfig:
         replication_factor=table.int_(("replication_factor",), base.replication_factor, min=1),
         producer_overrides=_librdkafka_settings(table, "producer_overrides", producer=True),
         consumer_overrides=_librdkafka_settings(table, "consumer_overrides", producer=False),
+        security=build_kafka_security(table),
     )
     table.finish()
     return config
@@ -166,6 +178,24 @@ def build_keys(table: Table) -> KeysConfig:
         kek_env=table.str_(("kek_env",), base.kek_env, pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
         trust_anchor_id=table.str_(("trust_anchor_id",), base.trust_anchor_id, pattern=_ID),
     )
+    table.finish()
+    return config
+
+
+def build_vault(table: Table) -> VaultConfig:
+    base = VaultConfig()
+    config = VaultConfig(
+        backend=table.enum_(("backend",), VaultBackend, base.backend),
+        path=table.path(("path",), base.path),
+        dsn=table.opt_str(("dsn",)),
+        dsn_env=table.str_(("dsn_env",), base.dsn_env, pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
+        key_cache_entries=table.int_(
+            ("key_cache_entries",), base.key_cache_entries, min=1, max=100_000_000
+        ),
+        vacuum_full=table.bool_(("vacuum_full",), base.vacuum_full),
+    )
+    if config.dsn is not None and config.backend is not VaultBackend.POSTGRES:
+        raise table.error("dsn", f'is for backend = "postgres", not {config.backend.value!r}')
     table.finish()
     return config
 
@@ -294,5 +324,28 @@ def build_audit(table: Table) -> AuditConfig:
             f"must not exceed loss_window_ms ({config.loss_window_ms}), "
             f"got {config.flush_interval_ms}",
         )
+    table.finish()
+    return config
+
+
+def build_archive(table: Table) -> ArchiveConfig:
+    base = ArchiveConfig()
+    # Absent: None (the archive command derives <node.node_id>-archive).
+    identity = table.str_(("identity",), "", pattern=_ID) or None
+    config = ArchiveConfig(
+        backup_dir=table.opt_path(("backup_dir",)),
+        segment_max_bytes=table.int_(("segment_max_bytes",), base.segment_max_bytes, min=1024),
+        segment_max_age_ms=table.duration_ms(
+            {"segment_max_age_ms": 1, "segment_max_age": 1}, base.segment_max_age_ms
+        ),
+        verify_interval_ms=table.duration_ms(
+            {"verify_interval_ms": 1, "verify_interval": 1},
+            base.verify_interval_ms,
+            allow_zero=True,
+        ),
+        identity=identity,
+        codec=table.str_(("codec",), base.codec, pattern=r"null|deflate"),
+        health_port=table.int_(("health_port",), base.health_port, min=0, max=65535),
+    )
     table.finish()
     return config

@@ -151,6 +151,8 @@ def build_erasure(table: Table) -> ErasureConfig:
             {"completion_timeout_ms": 1, "completion_timeout": 1}, base.completion_timeout_ms
         ),
         scrub_kv_cache=table.bool_(("scrub_kv_cache",), base.scrub_kv_cache),
+        allowed_requesters=_identities(table, "allowed_requesters", base.allowed_requesters),
+        processor_identity=_identity(table, "processor_identity", base.processor_identity),
     )
     table.finish()
     return config
@@ -189,3 +191,12 @@ def _identities(table: Table, name: str, default: tuple[str, ...]) -> tuple[str,
                 name, f"{identity!r} is not a producer identity (1-128 of letters, digits, ._:-)"
             )
     return identities
+
+
+def _identity(table: Table, name: str, default: str) -> str:
+    identity = table.str_((name,), default)
+    if re.fullmatch(_IDENTITY, identity) is None:
+        raise table.error(
+            name, f"{identity!r} is not a producer identity (1-128 of letters, digits, ._:-)"
+        )
+    return identity

@@ -7,8 +7,10 @@ form that event carries.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,11 +21,19 @@ from cachet.config.enums import (
     MatchMode,
     RegulatoryClassification,
 )
+from cachet.config.errors import ConfigError
 from cachet.config.sections import AiCacheConfig, AttestationConfig, AuditConfig, ContractDefaults
 from cachet.config.values import Table, check_schemes, describe
 from cachet.crypto.schemes import SignatureScheme
 
-__all__ = ["CONTRACT_NAME_PATTERN", "ContractConfig", "build_contract", "build_contract_defaults"]
+__all__ = [
+    "CONTRACT_NAME_PATTERN",
+    "ContractConfig",
+    "Retention",
+    "build_contract",
+    "build_contract_defaults",
+    "parse_retention",
+]
 
 CONTRACT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 # Semantic lookups share entries between similar prompts of different people:
@@ -52,6 +62,10 @@ class ContractConfig:
     books_and_records_category: str | None = None
     supervisory_review: bool = False
     examination_export_format: ExaminationExportFormat | None = None
+    # Retention obligation (erasure meets retention): entries are held from
+    # erasure until written_at + retention, on the named legal ground.
+    retention: Retention | None = None
+    retention_ground: str | None = None
 
     def canonical_json(self) -> str:
         """The contract as JSON: sorted keys, no whitespace, enums by value.
@@ -63,7 +77,13 @@ class ContractConfig:
         doc: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, tuple):
+            if f.name in _OMITTED_WHEN_UNSET and value is None:
+                # Added later: a contract without them publishes the bytes
+                # (and hash) it published before they existed.
+                continue
+            if isinstance(value, Retention):
+                value = value.text
+            elif isinstance(value, tuple):
                 value = [v.value if isinstance(v, enum.Enum) else v for v in value]
             elif isinstance(value, enum.Enum):
                 value = value.value
@@ -167,6 +187,99 @@ def build_contract(
             ("supervisory_review", "supervisory_review_required"), False
         ),
         examination_export_format=export,
+        **_retention(table),
     )
     table.finish()
     return contract
+
+
+# -- retention obligations ----------------------------------------------------
+
+_OMITTED_WHEN_UNSET = frozenset({"retention", "retention_ground"})
+_RETENTION_PART = re.compile(r"(\d+)(ms|y|d|h|m|s)")
+_RETENTION_UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a contract's entries must be kept: whole calendar ``years``
+    plus ``extra_ms``. Calendar years, not 365-day ones: "six years" of FINRA
+    4511 ends on the anniversary, never a day or two early (29 February
+    moves to 1 March). ``text`` is the canonical spelling (``"6y"``,
+    ``"6y30d"``, ``"3s"``)."""
+
+    years: int
+    extra_ms: int
+
+    @property
+    def text(self) -> str:
+        parts = [f"{self.years}y"] if self.years else []
+        rest = self.extra_ms
+        for unit in ("d", "h", "m", "s", "ms"):
+            n, rest = divmod(rest, _RETENTION_UNIT_MS[unit])
+            if n:
+                parts.append(f"{n}{unit}")
+        return "".join(parts)
+
+    def until_us(self, written_at_us: int) -> int:
+        """When the obligation for a value written at ``written_at_us`` ends."""
+        start = _EPOCH + datetime.timedelta(microseconds=written_at_us)
+        try:
+            end = start.replace(year=start.year + self.years)
+        except ValueError:  # 29 February in a year without one
+            end = start.replace(year=start.year + self.years, month=3, day=1)
+        return (end - _EPOCH) // datetime.timedelta(microseconds=1) + self.extra_ms * 1000
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def parse_retention(value: Any, key: str) -> Retention:
+    """A retention period: integer milliseconds, or number+unit parts with
+    units ``y`` (calendar years), ``d``, ``h``, ``m``, ``s``, ``ms``
+    (``"6y"``, ``"2555d"``, ``"3s"``). Positive, whole numbers only: an
+    obligation must mean one thing. Raises :class:`ConfigError` naming ``key``."""
+    expected = (
+        "expected a retention period (integer milliseconds, or a string like '6y', '90d', '3s')"
+    )
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(None, key, f"{expected}, got {describe(value)}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ConfigError(None, key, f"a retention period must be positive, got {value}")
+        return Retention(0, value)
+    text = value.strip().lower()
+    years, extra_ms, pos = 0, 0, 0
+    while pos < len(text):
+        match = _RETENTION_PART.match(text, pos)
+        if match is None:
+            raise ConfigError(None, key, f"{expected}, got {describe(value)}")
+        n, unit = int(match.group(1)), match.group(2)
+        if unit == "y":
+            years += n
+        else:
+            extra_ms += n * _RETENTION_UNIT_MS[unit]
+        pos = match.end()
+    if not text:
+        raise ConfigError(None, key, f"{expected}, got {describe(value)}")
+    if years == 0 and extra_ms == 0:
+        raise ConfigError(None, key, f"a retention period must be positive, got {describe(value)}")
+    return Retention(years, extra_ms)
+
+
+def _retention(table: Table) -> dict[str, Any]:
+    """``retention`` and ``retention_ground`` of a contract: both or neither."""
+    got = table.take("retention")
+    ground = table.opt_str(("retention_ground",))
+    if got is None:
+        if ground is not None:
+            raise table.error("retention_ground", "set without 'retention': a ground for what?")
+        return {}
+    retention = parse_retention(got[1], table.key(got[0]))
+    if ground is None or not ground.strip():
+        raise table.error(
+            got[0],
+            "a retention obligation must name its legal ground: set retention_ground, "
+            "e.g. 'FINRA 4511 / SEC 17a-4(f)'",
+        )
+    return {"retention": retention, "retention_ground": ground.strip()}

@@ -18,6 +18,7 @@ from typing import Any
 
 from cachet.config.build import (
     build_access_control,
+    build_archive,
     build_attestation,
     build_audit,
     build_broker,
@@ -25,7 +26,9 @@ from cachet.config.build import (
     build_keys,
     build_node,
     build_state_machine,
+    build_vault,
 )
+from cachet.config.build_http import build_http
 from cachet.config.build_policy import (
     build_ai_cache,
     build_encryption,
@@ -45,12 +48,14 @@ from cachet.config.errors import ConfigError
 from cachet.config.sections import (
     AccessControlConfig,
     AiCacheConfig,
+    ArchiveConfig,
     AttestationConfig,
     AuditConfig,
     ContractDefaults,
     EmbeddedBrokerConfig,
     EncryptionConfig,
     ErasureConfig,
+    HttpConfig,
     KafkaConfig,
     KeyRotationConfig,
     KeysConfig,
@@ -58,6 +63,7 @@ from cachet.config.sections import (
     NodeConfig,
     StateMachineConfig,
     TtlConfig,
+    VaultConfig,
     VerificationConfig,
 )
 from cachet.config.values import Table, describe
@@ -80,10 +86,12 @@ class CachetConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     broker: EmbeddedBrokerConfig = field(default_factory=EmbeddedBrokerConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     attestation: AttestationConfig = field(default_factory=AttestationConfig)
     access_control: AccessControlConfig = field(default_factory=AccessControlConfig)
     state_machine: StateMachineConfig = field(default_factory=StateMachineConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     contracts: Mapping[str, ContractConfig] = field(default_factory=lambda: MappingProxyType({}))
     contract_defaults: ContractDefaults = field(default_factory=ContractDefaults)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
@@ -94,6 +102,7 @@ class CachetConfig:
     erasure: ErasureConfig = field(default_factory=ErasureConfig)
     kvscrub: KvScrubConfig = field(default_factory=KvScrubConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    vault: VaultConfig = field(default_factory=VaultConfig)
 
 
 # Sections that need nothing but their own table, in file order of the seeds.
@@ -101,11 +110,14 @@ _SIMPLE: dict[str, Callable[[Table], Any]] = {
     "kafka": build_kafka,
     "broker": build_broker,
     "node": build_node,
+    "http": build_http,
     "keys": build_keys,
+    "vault": build_vault,
     "attestation": build_attestation,
     "access_control": build_access_control,
     "state_machine": build_state_machine,
     "audit": build_audit,
+    "archive": build_archive,
     "encryption": build_encryption,
     "key_rotation": build_key_rotation,
     "ai_cache": build_ai_cache,

@@ -26,7 +26,9 @@ from cachet.config.enums import (
     TransitSecurity,
     VerificationMode,
 )
+from cachet.config.kafka_security import KafkaSecurity
 from cachet.crypto.schemes import SignatureScheme
+from cachet.crypto.vault.config import VaultBackend, VaultConfig
 from cachet.topics import Topic, TopicNames
 
 __all__ = [
@@ -36,11 +38,15 @@ __all__ = [
     "AccessControlConfig",
     "AiCacheConfig",
     "AttestationConfig",
+    "ArchiveConfig",
     "AuditConfig",
     "ContractDefaults",
     "EmbeddedBrokerConfig",
     "EncryptionConfig",
     "ErasureConfig",
+    "HttpClientCertificate",
+    "HttpConfig",
+    "HttpToken",
     "KafkaConfig",
     "KeyRotationConfig",
     "KeysConfig",
@@ -48,6 +54,8 @@ __all__ = [
     "NodeConfig",
     "StateMachineConfig",
     "TtlConfig",
+    "VaultBackend",
+    "VaultConfig",
     "VerificationConfig",
 ]
 
@@ -88,6 +96,8 @@ class KafkaConfig:
     # Extra librdkafka settings, applied over cachet.kafka's visible defaults.
     producer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)
     consumer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)
+    # SASL/TLS for every client (cachet.config.kafka_security).
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def topic_names(self) -> TopicNames:
         """Full topic names under this deployment's prefix."""
@@ -128,6 +138,53 @@ class NodeConfig:
     # recently used dropped first); also bounds the cached key hashes and the
     # per-key change generations that guard it.
     l1_max_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class HttpToken:
+    """One bearer token of a node's HTTP front: the SHA-256 of the token
+    (never the token itself) and the principal, role and scope it grants.
+    ``scope`` None: entries without a subject only."""
+
+    principal: str
+    token_sha256: bytes
+    role: Role
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpClientCertificate:
+    """A client certificate's subject CN (mutual TLS) mapped to a principal."""
+
+    principal: str
+    common_name: str
+    role: Role
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """A node's HTTP front: where it listens, its bounds and its credentials.
+
+    Role and scope come from a credential only (``tokens``, the tokens file,
+    ``client_certificates``), never from a request. TLS is on when
+    ``ssl_certfile`` is set; ``ssl_ca_certs`` verifies client certificates,
+    which ``require_client_certificate`` makes mandatory.
+    """
+
+    host: str = "127.0.0.1"
+    max_body_bytes: int = 8 * 1024 * 1024
+    request_timeout_ms: int = 10_000
+    keep_alive_timeout_ms: int = 5_000
+    tokens: tuple[HttpToken, ...] = ()
+    # More tokens, in a file of their own (written by ``cachet tokens add``;
+    # read when the front starts).
+    tokens_file: Path | None = None
+    client_certificates: tuple[HttpClientCertificate, ...] = ()
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_ca_certs: Path | None = None
+    require_client_certificate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +231,25 @@ class StateMachineConfig:
 
     # Terminal (Superseded/Expired/Revoked) versions kept per key in the view.
     audit_trail_depth: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """The archive consumer (``cachet archive run``). Its segments go to
+    ``[audit] archive_dir``; ``backup_dir`` (when set) gets a second copy of
+    every closed segment. A segment closes at ``segment_max_bytes`` or
+    ``segment_max_age_ms`` after its first record, whichever comes first.
+    ``verify_interval_ms`` schedules the archive's self-verification (0 =
+    off). ``identity`` signs the ArchiveSegmentSealed anchors (default
+    ``<node.node_id>-archive``). ``health_port`` 0 = no health endpoint."""
+
+    backup_dir: Path | None = None
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_age_ms: int = 60_000
+    verify_interval_ms: int = 3_600_000
+    identity: str | None = None
+    codec: str = "null"
+    health_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +356,13 @@ class ErasureConfig:
     # Past this without ErasureCompleted, the erasure processor alerts.
     completion_timeout_ms: int = 60_000
     scrub_kv_cache: bool = True
+    # Producer identities whose sealed ErasureRequested nodes and the erasure
+    # processor act on (empty: nobody's; an erasure is a data-protection
+    # decision from a configured identity).
+    allowed_requesters: tuple[str, ...] = ()
+    # The identity the erasure processor seals with: nodes act on a verified
+    # ErasureCompleted only from it.
+    processor_identity: str = "erasure"
 
 
 @dataclass(frozen=True, slots=True)

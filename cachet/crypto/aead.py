@@ -11,8 +11,10 @@ Formats (byte for byte):
   ``aad = framed("cachet/wrap/v1", key_id)``: a wrapped key cannot be
   unwrapped under another key id.
 * A value commitment is ``HMAC-SHA3-256(commitment_key,
-  framed("cachet/value-commitment/v1", plaintext))`` with a random 32-byte
-  commitment key per value. Hiding: without the key, the commitment is a
+  framed("cachet/value-commitment/v1", plaintext))`` with the commitment
+  key derived from the value's data key
+  (:func:`cachet.producers.data_keys.commitment_key`), so destroying the data
+  key in an erasure also makes the commitment unlinkable to any guess. Hiding: without the key, the commitment is a
   PRF output and says nothing about the plaintext (a low-entropy value
   cannot be brute-forced). Binding: opening to another plaintext needs an
   HMAC-SHA3-256 collision; the key length is fixed at 32 bytes because HMAC

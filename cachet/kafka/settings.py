@@ -2,20 +2,33 @@
 
 The settings are visible dicts, each non-obvious key explained, so a reader
 can see exactly what guarantees a producer or consumer was given.
+
+Security (SASL/TLS) comes from ``[kafka]`` of ``cachet.toml``
+(:class:`~cachet.config.kafka_security.KafkaSecurity`): a process calls
+:func:`use_security` once with its configuration, and from then on every
+producer, consumer and admin client it builds for those bootstrap servers
+carries the same ``security.protocol``, ``sasl.*`` and ``ssl.*`` settings.
+Every client in Cachet is built from :func:`producer_settings`,
+:func:`consumer_settings` or :func:`admin_client`, so none can be left out.
+The SASL password is read from the environment variable the configuration
+names, when a client is built; it is never logged.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cachet.config.kafka_security import KafkaSecurity, KafkaSecurityProtocol
 from cachet.errors import CachetError
 from cachet.ratelimit import RateLimiter
 from cachet.topics import Topic, TopicNames
@@ -28,6 +41,8 @@ __all__ = [
     "consumer_settings",
     "create_topics",
     "producer_settings",
+    "security_settings",
+    "use_security",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +65,13 @@ _UNREACHABLE_CODES = frozenset(
 _CONNECT_FAIL_FACILITY = "FAIL"
 # One summary line per window while a broker stays unreachable.
 UNREACHABLE_SUMMARY_S = 30.0
+# What librdkafka says when the broker refuses this client's credentials
+# (SASL) or the TLS handshake fails: not "unreachable", a configuration error.
+_AUTH_FAILURE_MARKERS = (
+    "SASL authentication error",
+    "SSL handshake failed",
+    "Authentication failed",
+)
 
 
 class LibrdkafkaLog:
@@ -86,6 +108,17 @@ class LibrdkafkaLog:
         self._window_start = 0.0
         self._failures = 0
         self._others: RateLimiter[str, str] = RateLimiter(per_window, window_s, clock)
+        self._auth_failure: tuple[float, str] | None = None
+
+    @property
+    def auth_failure(self) -> str | None:
+        """librdkafka's last word on refused credentials or a failed TLS handshake
+        within the last window, if any (older refusals no longer explain anything)."""
+        with self._lock:
+            if self._auth_failure is None:
+                return None
+            at, detail = self._auth_failure
+            return detail if self._clock() - at <= self._window_s else None
 
     # -- the logging.Logger interface librdkafka uses --------------------
 
@@ -93,7 +126,11 @@ class LibrdkafkaLog:
         """One librdkafka log line (``"%s [%s] %s"``: facility, client, text)."""
         facility = str(args[0]) if args else ""
         if facility == _CONNECT_FAIL_FACILITY and level >= logging.WARNING:
-            self.unreachable(str(args[-1]) if args else msg)
+            detail = str(args[-1]) if args else msg
+            if any(marker in detail for marker in _AUTH_FAILURE_MARKERS):
+                self.refused(detail)
+            else:
+                self.unreachable(detail)
             return
         if level < logging.WARNING:
             self._log.log(level, msg, *args)
@@ -110,6 +147,8 @@ class LibrdkafkaLog:
         if err.fatal():
             # The client is unusable from here on: never held back.
             self._log.error("fatal client error (%s): %s", err.name(), err.str())
+        elif err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            self.refused(err.str())
         elif err.code() in _UNREACHABLE_CODES:
             self.unreachable(err.str())
         else:
@@ -145,6 +184,18 @@ class LibrdkafkaLog:
                 detail,
             )
 
+    def refused(self, detail: str) -> None:
+        """The broker refused this client's credentials (or TLS failed): one ERROR per window."""
+        with self._lock:
+            self._auth_failure = (self._clock(), detail)
+        self._limited(
+            "refused",
+            logging.ERROR,
+            f"broker {self.bootstrap_servers} refused this client: {detail} "
+            "(check kafka.security_protocol, kafka.sasl_username, the variable named by "
+            "kafka.sasl_password_env, and kafka.ssl_*)",
+        )
+
     def _limited(self, key: str, level: int, text: str) -> None:
         admitted, closed = self._others.admit(key, text)
         if closed is not None:
@@ -178,7 +229,86 @@ def _logging(bootstrap_servers: str) -> dict[str, Any]:
 
 
 class KafkaSetupError(CachetError):
-    """The broker refused or could not be reached for an administrative step."""
+    """The broker refused or could not be reached for an administrative step,
+    or the client's security settings cannot be used (the message names the key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Security:
+    security: KafkaSecurity
+    environ: Mapping[str, str]
+
+
+_SECURITY: dict[str, _Security] = {}
+_SECURITY_LOCK = threading.Lock()
+
+
+def use_security(
+    bootstrap_servers: str, security: KafkaSecurity, environ: Mapping[str, str] | None = None
+) -> None:
+    """Every client this process builds for ``bootstrap_servers`` gets ``security``.
+
+    Called once where the configuration is loaded (the CLI, ``cachet.open``).
+    The password is looked up in ``environ`` (the process environment by
+    default) each time a client is built, so a command that never talks to
+    Kafka does not need it; a missing one is a :class:`KafkaSetupError`
+    naming ``kafka.sasl_password_env`` then.
+    """
+    with _SECURITY_LOCK:
+        _SECURITY[bootstrap_servers] = _Security(
+            security, os.environ if environ is None else environ
+        )
+
+
+def _require_file(key: str, path: object) -> str:
+    text = str(path)
+    if not os.path.isfile(text):
+        raise KafkaSetupError(f"kafka.{key}: {text} is not a readable file")
+    return text
+
+
+def security_settings(
+    security: KafkaSecurity, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The librdkafka settings for ``security``; KafkaSetupError naming the key if unusable."""
+    if security.protocol is KafkaSecurityProtocol.PLAINTEXT:
+        return {}
+    settings: dict[str, Any] = {"security.protocol": security.protocol.value}
+    if security.protocol.sasl:
+        env = os.environ if environ is None else environ
+        variable = security.sasl_password_env or ""
+        password = env.get(variable)
+        if not password:
+            raise KafkaSetupError(
+                f"kafka.sasl_password_env: the environment variable {variable} holding the "
+                f"SASL password of {security.sasl_username} is not set"
+            )
+        # Config validation guarantees a mechanism and a username with SASL.
+        settings["sasl.mechanism"] = str(security.sasl_mechanism)
+        settings["sasl.username"] = security.sasl_username
+        settings["sasl.password"] = password
+    if security.protocol.tls:
+        # Verify the broker's certificate and its host name (librdkafka's
+        # default since 1.9; spelled out so no override can quietly drop it).
+        settings["enable.ssl.certificate.verification"] = True
+        settings["ssl.endpoint.identification.algorithm"] = "https"
+        if security.ssl_ca_file is not None:
+            settings["ssl.ca.location"] = _require_file("ssl_ca_file", security.ssl_ca_file)
+        if security.ssl_cert_file is not None:
+            settings["ssl.certificate.location"] = _require_file(
+                "ssl_cert_file", security.ssl_cert_file
+            )
+        if security.ssl_key_file is not None:
+            settings["ssl.key.location"] = _require_file("ssl_key_file", security.ssl_key_file)
+    return settings
+
+
+def _security(bootstrap_servers: str) -> dict[str, Any]:
+    with _SECURITY_LOCK:
+        registered = _SECURITY.get(bootstrap_servers)
+    if registered is None:
+        return {}
+    return security_settings(registered.security, registered.environ)
 
 
 def producer_settings(
@@ -198,6 +328,8 @@ def producer_settings(
     }
     settings.update(overrides or {})
     settings.update(extra)
+    # Last: the deployment's credentials are not something a caller overrides.
+    settings.update(_security(bootstrap_servers))
     return settings
 
 
@@ -235,15 +367,27 @@ def consumer_settings(
     }
     settings.update(overrides or {})
     settings.update(extra)
+    settings.update(_security(bootstrap_servers))
     return settings
 
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
+    """An admin client for ``bootstrap_servers``, with the process's security settings."""
     settings: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         **_logging(bootstrap_servers),
+        **_security(bootstrap_servers),
     }
     return AdminClient(settings)
+
+
+def _refusal(bootstrap_servers: str, admin: AdminClient) -> str:
+    """Why the broker refused this client, as a suffix for an error message ("" if it did not)."""
+    # librdkafka hands its log lines and error callbacks over on poll(); the
+    # futures an admin call waits on do not poll.
+    admin.poll(0)
+    refused = librdkafka_log(bootstrap_servers).auth_failure
+    return f" (the broker refused this client's credentials: {refused})" if refused else ""
 
 
 def create_topics(
@@ -267,7 +411,9 @@ def create_topics(
     try:
         futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaSetupError(f"cannot create topics on {bootstrap_servers}: {exc}") from exc
+        raise KafkaSetupError(
+            f"cannot create topics on {bootstrap_servers}: {exc}{_refusal(bootstrap_servers, admin)}"
+        ) from exc
     for name, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)
@@ -279,11 +425,13 @@ def create_topics(
                 continue
             raise KafkaSetupError(
                 f"cannot create topic {name} on {bootstrap_servers}: {exc}"
+                f"{_refusal(bootstrap_servers, admin)}"
             ) from exc
         except concurrent.futures.TimeoutError as exc:
+            why = _refusal(bootstrap_servers, admin) or " (broker unreachable?)"
             raise KafkaSetupError(
                 f"cannot create topic {name} on {bootstrap_servers}: no answer within "
-                f"{timeout_s:g}s (broker unreachable?)"
+                f"{timeout_s:g}s{why}"
             ) from exc
         except Exception as exc:  # noqa: BLE001 - named in the error, never swallowed
             raise KafkaSetupError(

@@ -46,13 +46,20 @@ from cachet.schemas.events import Event, EventType
 from cachet.schemas.payloads import SchemaSetPublished
 from cachet.topics import Topic, TopicNames
 
-__all__ = ["AlertEmitter", "VerifyingConsumer", "alert_for"]
+__all__ = [
+    "REGISTRY_EVENTS",
+    "AlertEmitter",
+    "VerifyingConsumer",
+    "alert_for",
+    "apply_registry_event",
+    "learn_schema_set",
+]
 
 log = logging.getLogger(__name__)
 
 AlertEmitter = Callable[[EventType, dict[str, Any]], None]
 
-_REGISTRY_EVENTS = (
+REGISTRY_EVENTS = (
     EventType.SIGNING_KEY_REGISTERED,
     EventType.SIGNING_KEY_ROTATED,
     EventType.SIGNING_KEY_REVOKED,
@@ -104,6 +111,59 @@ def _lines(payload: Mapping[str, Any]) -> tuple[SignatureLine, ...]:
     return tuple(
         SignatureLine(s["algorithm"], s["key_id"], s["signature"])
         for s in payload["anchor_signatures"]
+    )
+
+
+def apply_registry_event(registry: KeyRegistry, event: Event) -> None:
+    """Applies one anchor-signed key-registry event (a registration, rotation
+    or revocation: ``event.type`` in ``REGISTRY_EVENTS``) to ``registry``.
+
+    The one place a control record changes the key registry: the verifying
+    consumer and the replay of an archive (:mod:`cachet.materializers.replay`)
+    both call it, so both trust exactly the same key sets. Raises
+    RegistrationRejected or ValueError for a forged or invalid statement, and
+    then the registry is unchanged.
+    """
+    p = event.payload
+    if event.type is EventType.SIGNING_KEY_REGISTERED:
+        registry.register(
+            p["producer_id"], _key_set(p, p["key_set_id"]), p["valid_from_us"], _lines(p)
+        )
+    elif event.type is EventType.SIGNING_KEY_ROTATED:
+        registry.rotate(
+            p["producer_id"],
+            p["old_key_set_id"],
+            _key_set(p, p["new_key_set_id"]),
+            p["rotated_at_us"],
+            _lines(p),
+        )
+    elif event.type is EventType.SIGNING_KEY_REVOKED:
+        registry.revoke(
+            p["producer_id"],
+            p["key_set_id"],
+            p["compromised_at_us"],
+            p["reason"],
+            _lines(p),
+        )
+    else:
+        raise ValueError(f"{event.type.value} is not a key-registry event")
+
+
+def learn_schema_set(registry: KeyRegistry, codec: EventCodec, payload: Mapping[str, Any]) -> bool:
+    """Verifies a SchemaSetPublished payload, then teaches ``codec`` its set;
+    True when the set was new to the codec.
+
+    Verify before remembering: a schema set gives sealed bytes their
+    meaning, so only one the trust anchor signed may be learned. Raises
+    (a CachetError or ValueError) for a forged or invalid announcement.
+    """
+    announced = SchemaSetPublished.from_avro(payload)
+    statement = schema_set_statement(
+        announced.release, announced.fingerprint, announced.schema_json
+    )
+    registry.check_anchor_statement(statement, _lines(payload))
+    return codec.learn(
+        announced.schema_json, announced.fingerprint, source=f"release {announced.release}"
     )
 
 
@@ -184,7 +244,7 @@ class VerifyingConsumer:
         self.eof: dict[tuple[str, int], int] = {}
         self._seals_topic = names(Topic.SEALS)
         self._control_topic = names(Topic.CONTROL)
-        handlers = {t: self._on_registry_event for t in _REGISTRY_EVENTS}
+        handlers = {t: self._on_registry_event for t in REGISTRY_EVENTS}
         handlers[EventType.SEAL] = self._on_seal
         handlers[EventType.SCHEMA_SET_PUBLISHED] = self._on_schema_set
         self._name = name
@@ -205,26 +265,7 @@ class VerifyingConsumer:
     def _on_registry_event(self, event: Event, origin: RecordOrigin) -> None:
         p = event.payload
         try:
-            if event.type is EventType.SIGNING_KEY_REGISTERED:
-                self.registry.register(
-                    p["producer_id"], _key_set(p, p["key_set_id"]), p["valid_from_us"], _lines(p)
-                )
-            elif event.type is EventType.SIGNING_KEY_ROTATED:
-                self.registry.rotate(
-                    p["producer_id"],
-                    p["old_key_set_id"],
-                    _key_set(p, p["new_key_set_id"]),
-                    p["rotated_at_us"],
-                    _lines(p),
-                )
-            else:
-                self.registry.revoke(
-                    p["producer_id"],
-                    p["key_set_id"],
-                    p["compromised_at_us"],
-                    p["reason"],
-                    _lines(p),
-                )
+            apply_registry_event(self.registry, event)
         except (RegistrationRejected, ValueError) as exc:
             if origin.offset < self._control_alerted.get(origin.partition, 0):
                 return  # judged and alerted before this start
@@ -250,14 +291,7 @@ class VerifyingConsumer:
         meaning, so only one the trust anchor signed may be learned. Raises
         (a CachetError or ValueError) for a forged or invalid announcement.
         """
-        announced = SchemaSetPublished.from_avro(payload)
-        statement = schema_set_statement(
-            announced.release, announced.fingerprint, announced.schema_json
-        )
-        self.registry.check_anchor_statement(statement, _lines(payload))
-        return self.codec.learn(
-            announced.schema_json, announced.fingerprint, source=f"release {announced.release}"
-        )
+        return learn_schema_set(self.registry, self.codec, payload)
 
     def _on_schema_set(self, event: Event, origin: RecordOrigin) -> None:
         self._read((origin.topic, origin.partition))

@@ -2,7 +2,8 @@
 
 The setup mirrors tests/integration/cache/conftest.py: one trust anchor, one
 producer key set registered (signed by the anchor) on the control topic for
-every identity, the deployment-wide secrets shared by every node, and a
+every identity, the deployment-wide secrets and one file key vault shared
+by every node, and a
 WatermarkTicker running all along (a node serves only while it sees ticks).
 Everything a run creates (broker, topics, RocksDB directories, threads) is
 gone when the ``bench_ledger`` block exits.
@@ -26,6 +27,7 @@ from confluent_kafka import Producer
 from cachet.config import CachetConfig, parse_config
 from cachet.config.enums import AuditMode
 from cachet.crypto.seal import PrivateKeySet
+from cachet.crypto.vault import FileVault
 from cachet.errors import CachetError
 from cachet.kafka.control import publish_control
 from cachet.kafka.settings import producer_settings
@@ -100,12 +102,10 @@ class BenchLedger:
     data_dir: Path
     anchor: PrivateKeySet = field(default_factory=lambda: PrivateKeySet.generate("bench-anchor"))
     signing: PrivateKeySet = field(default_factory=PrivateKeySet.generate)
-    secrets: dict[str, bytes] = field(
-        default_factory=lambda: {
-            k: os.urandom(32) for k in ("identifier_secret", "data_master", "commitment_key")
-        }
-    )
+    secrets: dict[str, bytes] = field(default_factory=lambda: {"identifier_secret": os.urandom(32)})
     nodes: list[CacheNode] = field(default_factory=list)
+    # The host's key vault: one file every node of the run shares (opened on first use).
+    vault: FileVault | None = None
     _codec: EventCodec = field(default_factory=EventCodec)
     _registered: set[str] = field(default_factory=set)
 
@@ -132,8 +132,14 @@ class BenchLedger:
     ) -> CacheNode:
         """A started node, caught up with the log and seeing ticks."""
         self.register(name)
+        if self.vault is None:
+            self.vault = FileVault(self.data_dir / "vault.sqlite", os.urandom(32))
         keys = NodeKeys(
-            identity=name, signing=self.signing, anchor=self.anchor.public(), **self.secrets
+            identity=name,
+            signing=self.signing,
+            anchor=self.anchor.public(),
+            vault=self.vault,
+            **self.secrets,
         )
         config = bench_config(
             self.base,
@@ -159,6 +165,9 @@ class BenchLedger:
     def close(self) -> None:
         while self.nodes:
             self.nodes.pop().close()
+        if self.vault is not None:
+            self.vault.close()
+            self.vault = None
 
 
 @contextlib.contextmanager

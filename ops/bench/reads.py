@@ -93,7 +93,7 @@ class _TimedClient(CacheClient):
         finally:
             self._spent("evaluate", t0)
 
-    def _decrypt(self, key: str, entry: Any) -> bytes | None:
+    def _decrypt(self, key: str, entry: Any) -> Any:
         t0 = time.perf_counter_ns()
         try:
             return super()._decrypt(key, entry)

@@ -13,6 +13,7 @@ import pytest
 
 from cachet.config import CachetConfig, parse_config
 from cachet.crypto.seal import PrivateKeySet
+from cachet.crypto.vault import FileVault
 from cachet.processors.watermarks import WatermarkTicker
 from cachet.producers.cache_node import CacheNode, NodeKeys
 from cachet.topics import TopicNames
@@ -27,7 +28,15 @@ CONTRACTS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="session")
 def shared_secrets() -> dict[str, bytes]:
-    return {k: os.urandom(32) for k in ("identifier_secret", "data_master", "commitment_key")}
+    return {"identifier_secret": os.urandom(32)}
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[FileVault]:
+    """The host's key vault: one real file vault every node of a test shares."""
+    v = FileVault(tmp_path / "vault" / "vault.sqlite", os.urandom(32))
+    yield v
+    v.close()
 
 
 @pytest.fixture
@@ -50,6 +59,7 @@ def make_keys(
     anchor: PrivateKeySet,
     producer_keys: PrivateKeySet,
     shared_secrets: dict[str, bytes],
+    vault: FileVault,
 ) -> Callable[[str], NodeKeys]:
     registered: set[str] = set()
 
@@ -58,7 +68,11 @@ def make_keys(
             ledger.register(identity, producer_keys)
             registered.add(identity)
         return NodeKeys(
-            identity=identity, signing=producer_keys, anchor=anchor.public(), **shared_secrets
+            identity=identity,
+            signing=producer_keys,
+            anchor=anchor.public(),
+            vault=vault,
+            **shared_secrets,
         )
 
     return make

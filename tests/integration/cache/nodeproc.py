@@ -15,6 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachet.producers.http.credentials import new_token, token_digest
+
+# The owner credential every `cachet node run` of these tests accepts (the
+# HTTP front authenticates every request but /health): add HTTP_TOKENS_TOML
+# to a config written for `cachet node run`; NodeProcess.call sends the token.
+OWNER_TOKEN = new_token()
+HTTP_TOKENS_TOML = (
+    f'[http.tokens.tests]\ntoken_sha256 = "{token_digest(OWNER_TOKEN).hex()}"\nrole = "owner"\n'
+)
+
 
 @dataclass
 class NodeProcess:
@@ -29,6 +39,7 @@ class NodeProcess:
             f"http://127.0.0.1:{self.port}{path}",
             data=data,
             method="POST" if data is not None else "GET",
+            headers={"Authorization": f"Bearer {OWNER_TOKEN}", "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
@@ -209,7 +220,9 @@ def start_cluster(root: Path, identities: list[str], contracts: str) -> Cluster:
     cfg.write_text(
         f'[kafka]\ntopic_prefix = "{names.prefix}"\n'
         f'[keys]\nkeystore_path = "{root}/keys/keystore.json"\n'
-        "[attestation]\nseal_batch_max_ms = 10\nunsealed_timeout_ms = 3000\n" + contracts
+        "[attestation]\nseal_batch_max_ms = 10\nunsealed_timeout_ms = 3000\n"
+        + HTTP_TOKENS_TOML
+        + contracts
     )
     kek = root / "kek"
     common = ["--config", str(cfg), "--bootstrap-servers", servers]
