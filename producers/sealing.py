@@ -665,7 +665,8 @@ class SealingProducer:
 
     def _tick_loop(self) -> None:
         window_s = self._settings.batch_max_ms / 1000
-        max_delay_s = self._settings.max_delay_ms / 1000
+        # The delay bound never cuts a batch window short.
+        max_delay_s = max(self._settings.max_delay_ms, self._settings.batch_max_ms) / 1000
         while True:
             with self._lock:
                 if self._closing:
