@@ -11,14 +11,34 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
 from cachet.clock import SYSTEM_CLOCK, Clock
+from cachet.config import ContractConfig
 from cachet.producers.sealing import SealingProducer
 from cachet.schemas.events import EventType
 
-__all__ = ["WatermarkTicker"]
+__all__ = ["WatermarkTicker", "tick_interval_ms"]
 
 log = logging.getLogger(__name__)
+
+MIN_TICK_INTERVAL_MS = 200
+MAX_TICK_INTERVAL_MS = 5_000
+
+
+def tick_interval_ms(contracts: Iterable[ContractConfig], default_max_staleness_ms: int) -> int:
+    """How often to tick: a tenth of the tightest strict contract's window,
+    within [200 ms, 5 s].
+
+    A node serves a strict contract only while its newest tick is younger
+    than the contract's max staleness, so ticks must come several times per
+    window (a tick also waits for its seal). More often only costs: every
+    tick round is a triple-signed seal, milliseconds of CPU, which on an
+    idle deployment is most of what it does.
+    """
+    windows = [c.max_staleness_ms for c in contracts if c.strict]
+    tightest = min(windows, default=default_max_staleness_ms)
+    return max(MIN_TICK_INTERVAL_MS, min(MAX_TICK_INTERVAL_MS, tightest // 10))
 
 
 class WatermarkTicker:

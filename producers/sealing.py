@@ -43,13 +43,14 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import CachetConfig
 from cachet.crypto.merkle import leaf_hash, root_from_leaf_hashes
+from cachet.crypto.schemes import SigningError
 from cachet.crypto.seal import (
     PrivateKeySet,
     SealHeader,
     leaf_topics_digest,
     seal_hash,
-    sign_header,
 )
+from cachet.crypto.signing_process import shared_signer
 from cachet.errors import CachetError
 from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id
@@ -144,6 +145,14 @@ _MAX_RESTARTS_KEPT = 16
 class SealingSettings:
     """Batching, limits and health thresholds of one sealing producer.
 
+    A batch closes at ``batch_max_events``; or once ``batch_max_ms`` old if
+    the signing budget has room (``sign_cpu_budget`` of one core, sustained,
+    with half a second of signing as burst); or at ``max_delay_ms`` in any
+    case. At low load that is a seal every ``batch_max_ms``; under load the
+    budget runs out and batches grow, so each triple signature covers more
+    events while seal latency stays bounded by ``max_delay_ms`` plus one
+    signing.
+
     ``max_message_bytes`` must not exceed the client's ``message.max.bytes``
     (default: :data:`cachet.kafka.settings.MAX_RECORD_BYTES`, what
     :func:`cachet.kafka.settings.producer_settings` configures). ``ack_warn_ms``: an
@@ -151,8 +160,10 @@ class SealingSettings:
     how long an epoch restart stays a health problem.
     """
 
-    batch_max_events: int = 256
+    batch_max_events: int = 4096
     batch_max_ms: int = 50
+    max_delay_ms: int = 200
+    sign_cpu_budget: float = 0.10
     max_message_bytes: int = MAX_RECORD_BYTES
     ack_warn_ms: int = 5_000
     restart_report_ms: int = 300_000
@@ -166,6 +177,8 @@ class SealingSettings:
         return cls(
             batch_max_events=config.attestation.seal_batch_max_events,
             batch_max_ms=config.attestation.seal_batch_max_ms,
+            max_delay_ms=config.attestation.seal_max_delay_ms,
+            sign_cpu_budget=config.attestation.sign_cpu_budget,
             max_message_bytes=int(
                 config.kafka.producer_overrides.get("message.max.bytes", MAX_RECORD_BYTES)
             ),
@@ -328,6 +341,29 @@ class SealRecord:
     sealed_at: float
 
 
+class _SignBudget:
+    """Seconds of signing this producer may still spend: a token bucket
+    filled at ``fraction`` of real time, holding at most ``burst_s``."""
+
+    def __init__(self, fraction: float, now: float, burst_s: float = 0.5) -> None:
+        self._fraction = fraction
+        self._burst_s = burst_s
+        self._tokens = burst_s
+        self._at = now
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self._burst_s, self._tokens + (now - self._at) * self._fraction)
+        self._at = now
+
+    def allows(self, now: float) -> bool:
+        self._refill(now)
+        return self._tokens > 0
+
+    def spend(self, seconds: float, now: float) -> None:
+        self._refill(now)
+        self._tokens -= seconds
+
+
 class SealingProducer:
     """Emits events into the signed ledger under one producer identity.
 
@@ -380,6 +416,11 @@ class SealingProducer:
         self._sealed_through = 0
         self._restarts: list[EpochRestart] = []
         self._restart_count = 0
+        self._budget = _SignBudget(settings.sign_cpu_budget, clock.monotonic())
+        # Signing runs in a child process: no thread of ours waits on the GIL
+        # while a seal is signed. Started now, not at the first seal.
+        self._signing = shared_signer()
+        self._signing.start()
         self._signer = threading.Thread(target=self._sign_loop, name="cachet-signer", daemon=True)
         self._ticker = threading.Thread(
             target=self._tick_loop, name="cachet-seal-window", daemon=True
@@ -624,13 +665,18 @@ class SealingProducer:
 
     def _tick_loop(self) -> None:
         window_s = self._settings.batch_max_ms / 1000
+        # The delay bound never cuts a batch window short.
+        max_delay_s = max(self._settings.max_delay_ms, self._settings.batch_max_ms) / 1000
         while True:
             with self._lock:
                 if self._closing:
                     return
                 b = self._open
-                if b is not None and self._clock.monotonic() - b.opened_at >= window_s:
-                    self._close_open_batch()
+                if b is not None:
+                    now = self._clock.monotonic()
+                    age = now - b.opened_at
+                    if age >= max_delay_s or (age >= window_s and self._budget.allows(now)):
+                        self._close_open_batch()
                 self._lock.wait(min(window_s / 4, 0.05))
 
     def _sign_loop(self) -> None:
@@ -688,7 +734,13 @@ class SealingProducer:
             sealed_at_us=self._clock.now_us(),
             leaf_topics_digest=leaf_topics_digest(batch.leaf_topics),
         )
-        signatures = sign_header(header, self._key_set)
+        if header.key_set_id != self._key_set.key_set_id:
+            raise SigningError(f"seal header names key set {header.key_set_id}")
+        started = self._clock.monotonic()
+        signatures = self._signing.sign(header.canonical_bytes(), self._key_set)
+        with self._lock:
+            # What signing took (in the child: CPU this producer caused).
+            self._budget.spend(self._clock.monotonic() - started, self._clock.monotonic())
         # The invariant: no seal before every covered event is acknowledged.
         while True:
             with self._lock:

@@ -41,7 +41,7 @@ from cachet.cli.keys import open_keystore
 from cachet.errors import CachetError
 from cachet.materializers.live_view import LiveView
 from cachet.processors.expiry import ExpiryProcessor
-from cachet.processors.watermarks import WatermarkTicker
+from cachet.processors.watermarks import WatermarkTicker, tick_interval_ms
 from cachet.producers.cache_node import NodeKeys
 from cachet.producers.sealing import LedgerAlerts, SealingProducer
 from cachet.schemas.codec import EventCodec
@@ -83,9 +83,10 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     r.add_argument(
         "--tick-interval-ms",
         type=int,
-        default=200,
+        default=None,
         metavar="N",
-        help="one tick into every partition each N ms (default 200)",
+        help="one tick into every partition each N ms (default: a tenth of the tightest "
+        "strict contract's max staleness, within 200 ms..5 s)",
     )
     r.add_argument(
         "--scan-interval-ms",
@@ -110,7 +111,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 def _check_args(args: argparse.Namespace) -> None:
     if not (args.ticker or args.expiry):
         raise ProcessorsError("--no-ticker and --no-expiry: nothing to run")
-    if args.tick_interval_ms <= 0 or args.scan_interval_ms <= 0:
+    if (args.tick_interval_ms is not None and args.tick_interval_ms <= 0) or (
+        args.scan_interval_ms <= 0
+    ):
         raise ProcessorsError("--tick-interval-ms and --scan-interval-ms must be positive")
 
 
@@ -139,7 +142,13 @@ def run(args: argparse.Namespace) -> int:
                 producer,
                 config.kafka.partitions_for(Topic.INVALIDATIONS),
                 ticker_id=identity,
-                interval_s=args.tick_interval_ms / 1000,
+                interval_s=(
+                    args.tick_interval_ms
+                    or tick_interval_ms(
+                        config.contracts.values(), config.contract_defaults.max_staleness_ms
+                    )
+                )
+                / 1000,
             )
             parts["ticker"] = ticker.start(stop)
             ticks = Gauge(

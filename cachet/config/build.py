@@ -226,10 +226,22 @@ def build_attestation(table: Table) -> AttestationConfig:
         seal_batch_max_ms=table.duration_ms(
             {"seal_batch_max_ms": 1, "seal_batch_max": 1}, base.seal_batch_max_ms
         ),
+        seal_max_delay_ms=table.duration_ms(
+            {"seal_max_delay_ms": 1, "seal_max_delay": 1}, base.seal_max_delay_ms
+        ),
+        sign_cpu_budget=table.float_(
+            ("sign_cpu_budget",), base.sign_cpu_budget, above=0.0, at_most=1.0
+        ),
         unsealed_timeout_ms=table.duration_ms(
             {"unsealed_timeout_ms": 1, "unsealed_timeout": 1}, base.unsealed_timeout_ms
         ),
     )
+    if config.seal_max_delay_ms < config.seal_batch_max_ms:
+        raise table.error(
+            "seal_max_delay_ms",
+            f"must be at least seal_batch_max_ms ({config.seal_batch_max_ms}), "
+            f"got {config.seal_max_delay_ms}",
+        )
     # A timeout inside the batch window would fire on every healthy batch.
     if config.unsealed_timeout_ms <= config.seal_batch_max_ms:
         raise table.error(

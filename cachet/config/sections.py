@@ -208,8 +208,17 @@ class AttestationConfig:
 
     schemes: tuple[SignatureScheme, ...] = ALL_SCHEMES
     fingerprint_fields: tuple[str, ...] = FINGERPRINT_COMPONENTS
-    seal_batch_max_events: int = 256
+    # A batch closes at this many events, or once it is seal_batch_max_ms old
+    # and the signing budget allows a seal, or at seal_max_delay_ms whatever
+    # the budget says. Under load batches therefore grow (up to the maximum)
+    # instead of seals multiplying: signing costs milliseconds per seal.
+    seal_batch_max_events: int = 4096
     seal_batch_max_ms: int = 50
+    seal_max_delay_ms: int = 200
+    # The share of one core signing may take, sustained (a burst of half a
+    # second of signing is always allowed): bounds the CPU an idle or busy
+    # producer spends on seals.
+    sign_cpu_budget: float = 0.10
     # Past this, an event no seal covers raises UnsealedTimeout.
     unsealed_timeout_ms: int = 5000
 

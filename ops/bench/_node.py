@@ -171,7 +171,12 @@ class BenchLedger:
 
 
 @contextlib.contextmanager
-def bench_ledger(base: CachetConfig, bootstrap_servers: str | None = None) -> Iterator[BenchLedger]:
+def bench_ledger(
+    base: CachetConfig,
+    bootstrap_servers: str | None = None,
+    *,
+    tick_interval_s: float = TICK_INTERVAL_S,
+) -> Iterator[BenchLedger]:
     """A broker (embedded unless given), fresh topics, keys and a running
     ticker; every node made through the ledger is closed at the end."""
     partitions = base.kafka.partitions_for(Topic.INVALIDATIONS)
@@ -182,7 +187,7 @@ def bench_ledger(base: CachetConfig, bootstrap_servers: str | None = None) -> It
         ledger = BenchLedger(servers, names, base, Path(tmp))
         ticker_producer = ledger.sealing_producer("bench-ticker")
         ticker = WatermarkTicker(
-            ticker_producer, partitions, ticker_id="bench-ticker", interval_s=TICK_INTERVAL_S
+            ticker_producer, partitions, ticker_id="bench-ticker", interval_s=tick_interval_s
         )
         stop = threading.Event()
         thread = ticker.start(stop)

@@ -183,8 +183,10 @@ def test_defaults() -> None:
     assert config.keys.kek_env == "CACHET_KEK"
     assert config.keys.trust_anchor_id == "root"
     assert config.attestation.schemes == ALL
-    assert config.attestation.seal_batch_max_events == 256
+    assert config.attestation.seal_batch_max_events == 4096
     assert config.attestation.seal_batch_max_ms == 50
+    assert config.attestation.seal_max_delay_ms == 200
+    assert config.attestation.sign_cpu_budget == 0.10
     assert config.attestation.unsealed_timeout_ms == 5000
     assert config.audit.mode is AuditMode.ASYNC
     assert config.audit.retention_days >= 6 * 365 + 2
@@ -563,3 +565,18 @@ def test_canonical_json_changes_with_any_value() -> None:
     assert _contract(_CONTRACT_A.replace("500", "501")) != base
     assert _contract(_CONTRACT_A.replace('"exchange"]', '"venue"]')) != base
     assert _contract(_CONTRACT_A.replace("strict_mode = true", "strict_mode = false")) != base
+
+
+def test_a_seal_delay_shorter_than_the_batch_window_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = "[attestation]\nseal_batch_max_ms = 100\nseal_max_delay_ms = 50\n"
+    assert "seal_max_delay_ms" in str(error_of(doc, tmp_path, monkeypatch))
+
+
+@pytest.mark.parametrize("budget", ["0", "1.5", '"lots"'])
+def test_a_signing_budget_outside_zero_to_one_is_refused(
+    budget: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = f"[attestation]\nsign_cpu_budget = {budget}\n"
+    assert "sign_cpu_budget" in str(error_of(doc, tmp_path, monkeypatch))
