@@ -39,6 +39,7 @@ from cachet.crypto.aead import (
     value_commitment,
     verify_commitment,
 )
+from cachet.crypto.identifiers import same_identifier
 from cachet.crypto.vault import VaultError
 from cachet.errors import CachetError
 from cachet.freshness import FreshnessProof
@@ -483,7 +484,7 @@ class CacheClient:
         key_hash = node.hasher.key(namespace, key)
         fp = self._fingerprint(key, c, computation)
         current = node.view.current(key_hash)
-        if current is not None and current.subject_hash != self._scope_hash:
+        if current is not None and not same_identifier(current.subject_hash, self._scope_hash):
             # Overwriting would hand another tenant's key to this one.
             raise ForeignScope(
                 f"key in namespace {namespace!r} holds an entry of another tenant or subject"
@@ -583,7 +584,7 @@ class CacheClient:
             current is None
             or current.state is not EntryState.ACTIVE
             # Another scope's entry is, for this client, not there.
-            or current.subject_hash != self._scope_hash
+            or not same_identifier(current.subject_hash, self._scope_hash)
         ):
             return False
         try:
@@ -645,7 +646,7 @@ class CacheClient:
         if (
             current is None
             or current.state is not EntryState.ACTIVE
-            or current.subject_hash != self._scope_hash
+            or not same_identifier(current.subject_hash, self._scope_hash)
         ):
             return False
         try:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 
 __all__ = [
+    "same_identifier",
     "CACHE_KEY_DOMAIN",
     "SUBJECT_DOMAIN",
     "IdentifierHasher",
@@ -86,3 +87,15 @@ class IdentifierHasher:
     def subject(self, subject_id: str | bytes) -> bytes:
         """The keyed hash of a data-subject id (the erasure and subject-index key)."""
         return keyed_hash(self._secret, SUBJECT_DOMAIN, _as_bytes(subject_id))
+
+
+def same_identifier(a: bytes | None, b: bytes | None) -> bool:
+    """Whether two keyed identifiers (e.g. subject hashes, either possibly
+    None for "unscoped") are the same, compared in constant time.
+
+    A keyed hash is secret-shaped: ``==`` stops at the first differing byte,
+    and timing then tells how much of a guessed identifier was right.
+    """
+    if a is None or b is None:
+        return a is None and b is None
+    return hmac.compare_digest(a, b)

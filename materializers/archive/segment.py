@@ -25,6 +25,7 @@ full verification (seals, leaves, anchors, backup) is
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import re
@@ -435,7 +436,7 @@ class _Chain:
                 expected=str(self.next_seq),
                 found=str(header.segment_seq),
             )
-        if header.prev_segment_hash != self.prev_hash:
+        if not hmac.compare_digest(header.prev_segment_hash, self.prev_hash):
             raise ArchiveChainError(
                 path,
                 "previous-segment hash is not the previous segment's SHA3-256",

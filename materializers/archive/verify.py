@@ -128,7 +128,7 @@ def _check_chain(run: Run, seg: Segment, header: SegmentHeader, chain: dict) -> 
     if header.segment_seq != chain["next_seq"]:
         what = "missing" if header.segment_seq > chain["next_seq"] else "out of place"
         run.find(ArchiveCheck.SEQUENCE, f"segment sequence is not contiguous: a segment is {what}", pos, expected=str(chain["next_seq"]), found=str(header.segment_seq))  # fmt: skip
-    if header.prev_segment_hash != chain["prev_hash"]:
+    if not hmac.compare_digest(header.prev_segment_hash, chain["prev_hash"]):
         run.find(ArchiveCheck.CHAIN, "previous-segment hash is not the SHA3-256 of the previous segment file", pos, expected=chain["prev_hash"].hex(), found=header.prev_segment_hash.hex())  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cachet.config.enums import Role
+from cachet.crypto.identifiers import same_identifier
 from cachet.materializers.replay.as_of import ReadServed
 from cachet.materializers.replay.errors import ReplayError
 from cachet.materializers.replay.source import ReplaySource
@@ -141,7 +142,7 @@ def key_history(
     out: list[HistoryItem] = []
     for v in iter_verified(source, trust=trust, until_us=until_us, on_refused=on_refused):
         p = v.event.payload
-        if v.event.type not in _KEY_EVENTS or p.get("key_hash") != key_hash:
+        if v.event.type not in _KEY_EVENTS or not same_identifier(p.get("key_hash"), key_hash):
             continue
         if namespace is not None and p.get("namespace") != namespace:
             continue

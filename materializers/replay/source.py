@@ -22,6 +22,7 @@ the same verified events per partition, in the same order.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -245,7 +246,7 @@ class ArchiveSource:
                 continue
             data = segment.path.read_bytes()
             # The index was built from these bytes: a file changed since is refused.
-            if segment_hash(data) != segment.hash:
+            if not hmac.compare_digest(segment_hash(data), segment.hash):
                 raise ReplaySourceError(self.label, f"{segment.name} changed while being read")
             try:
                 for record in iter_segment_records(data, segment.path):

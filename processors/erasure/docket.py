@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cachet.crypto.identifiers import same_identifier
 from cachet.processors.erasure.plan import LegalHold
 from cachet.schemas.payloads import (
     ErasureCompleted,
@@ -105,7 +106,7 @@ class ErasureDocket:
         with self._lock:
             known = self._cases.get(request.request_id)
             if known is not None:
-                if known.request.subject_hash != request.subject_hash:
+                if not same_identifier(known.request.subject_hash, request.subject_hash):
                     log.warning(
                         "erasure request %s re-sent for another subject: ignored",
                         request.request_id,

@@ -29,6 +29,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from cachet.config import ContractConfig
+from cachet.crypto.identifiers import same_identifier
 from cachet.crypto.vault import name_of
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers.data_keys import data_key_name
@@ -58,7 +59,7 @@ class LegalHold:
         """Whether this hold covers the subject's entries in ``namespace``."""
         if self.subject_hash is None and self.namespace is None:
             return False  # a hold on nothing in particular holds nothing
-        if self.subject_hash is not None and self.subject_hash != subject_hash:
+        if self.subject_hash is not None and not same_identifier(self.subject_hash, subject_hash):
             return False
         return self.namespace is None or self.namespace == namespace
 
@@ -153,7 +154,10 @@ def plan_erasure(
     """
     groups: dict[tuple[str, str], list[ViewEntry]] = {}
     for entry in entries:
-        if entry.subject_hash != subject_hash or entry.written_at_us > requested_at_us:
+        if (
+            not same_identifier(entry.subject_hash, subject_hash)
+            or entry.written_at_us > requested_at_us
+        ):
             continue
         if namespace is not None and entry.namespace != namespace:
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachet.config.enums import Role
+from cachet.crypto.identifiers import same_identifier
 from cachet.materializers.view import ViewEntry
 from cachet.producers.cache_client import (
     CacheClient,
@@ -160,7 +161,7 @@ def _history(node: CacheNode, who: Principal, req: dict[str, Any], left_s: float
     versions = ([current] if current is not None else []) + node.view.store.history(key_hash)
     # The scope is a mandatory filter, as on reads: versions of another
     # tenant's or subject's entry are not shown, not even that they exist.
-    mine = [v for v in versions if v.subject_hash == scope_hash]
+    mine = [v for v in versions if same_identifier(v.subject_hash, scope_hash)]
     return {"key_hash_hex": key_hash.hex(), "versions": [_version(v) for v in mine]}
 
 
