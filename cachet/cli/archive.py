@@ -177,7 +177,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     # Imported here: `archive verify` needs no Kafka client or keystore.
     from cachet.cli.keys import open_keystore
-    from cachet.cli.processors import _HealthServer
+    from cachet.cli.processors import HealthServer
     from cachet.crypto.registry import KeyRegistry
     from cachet.materializers.archive.archiver import Archiver, ArchiveSettings
     from cachet.materializers.archive.selfcheck import SelfVerification
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ArchiveSettings.from_config(config)
     stop = threading.Event()
-    health: _HealthServer | None = None
+    health: HealthServer | None = None
     threads: list[threading.Thread] = []
     archiver: Archiver | None = None
     selfcheck: SelfVerification | None = None
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGUSR1, on_signal)
         if config.archive.health_port:
-            health = _HealthServer(args.host, config.archive.health_port, probe)
+            health = HealthServer(args.host, config.archive.health_port, probe)
         print(
             f"archive {archiver.archive_id} ({identity}) -> {settings.directory}"
             + (f" + backup {settings.backup_dir}" if settings.backup_dir else "")

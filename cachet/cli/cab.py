@@ -124,7 +124,7 @@ def _find_applied(
     return found[0]
 
 
-def _registrations(
+def read_registrations(
     servers: str,
     names: TopicNames,
     codec: EventCodec,
@@ -163,7 +163,7 @@ def _registrations(
     return found
 
 
-def _registration_for(
+def registration_for(
     applied: Applied,
     payloads: list[dict[str, Any]],
     anchor: KeySet,
@@ -236,8 +236,8 @@ def export_bundle(
     applied = _find_applied(
         servers, names, codec, anchor, required, event_id, data_topics, partitions, deadline
     )
-    payloads = _registrations(servers, names, codec, partitions, deadline)
-    statement, lines = _registration_for(applied, payloads, anchor, required)
+    payloads = read_registrations(servers, names, codec, partitions, deadline)
+    statement, lines = registration_for(applied, payloads, anchor, required)
     return build_bundle(applied, statement, lines, anchor, required=required)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cachet.cli.cab import ANCHOR_FILE, _registration_for, _registrations
+from cachet.cli.cab import ANCHOR_FILE, read_registrations, registration_for
 from cachet.cli.context import CliContext, emit_json, fail
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
@@ -208,10 +208,10 @@ def export_certificate(
     for a in ordered:
         if a.event.type is EventType.ERASURE_COMPLETED:
             stages.setdefault(a.event.payload.get("stage", "immediate"), a)
-    payloads = _registrations(servers, names, codec, partitions, deadline)
+    payloads = read_registrations(servers, names, codec, partitions, deadline)
 
     def bundle(applied: Applied) -> bytes:
-        statement, lines = _registration_for(applied, payloads, anchor, required)
+        statement, lines = registration_for(applied, payloads, anchor, required)
         return build_bundle(applied, statement, lines, anchor, required=required)
 
     return build_certificate(

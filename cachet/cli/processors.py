@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     # `cachet processors erasure` (its own process, identity and view).
     from cachet.cli.erase import register_processor
 
-    register_processor(psub, parent, _HealthServer)
+    register_processor(psub, parent, HealthServer)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     parts: dict[str, threading.Thread] = {}
     view: LiveView | None = None
-    health: _HealthServer | None = None
+    health: HealthServer | None = None
     metrics: Any = None
     try:
         ticker: WatermarkTicker | None = None
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         if config.node.health_port:
-            health = _HealthServer(args.host, config.node.health_port, probe)
+            health = HealthServer(args.host, config.node.health_port, probe)
         if config.node.metrics_port:
             metrics, _ = start_http_server(config.node.metrics_port, args.host, registry=registry)
         print(
@@ -241,7 +241,7 @@ def _view_gauges(view: LiveView, registry: CollectorRegistry) -> None:
     lag.set_function(lambda: view.health().lag_ms)
 
 
-class _HealthServer:
+class HealthServer:
     """``GET /health``: 200 with JSON when ``probe`` says ok, else 503."""
 
     def __init__(self, host: str, port: int, probe: Callable[[], dict[str, Any]]) -> None:

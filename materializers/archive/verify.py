@@ -31,11 +31,11 @@ import math
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
-from cachet.crypto.registry import KeyRegistry, RegistrationRejected, schema_set_statement
+from cachet.crypto.registry import KeyRegistry, RegistrationRejected
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
 from cachet.errors import CachetError
-from cachet.kafka.verifying import _key_set, _lines  # one mapping of payload to statement
+from cachet.kafka.verifying import apply_registry_event, learn_schema_set
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome, Rejected, SealVerifier
 from cachet.materializers.archive.anchor_check import Anchoring, check_anchors
 from cachet.materializers.archive.errors import ArchiveFormatError
@@ -59,7 +59,7 @@ from cachet.materializers.archive.segment import (
 from cachet.materializers.archive.verify_state import Pos, Run, Segment
 from cachet.schemas.codec import DecodeError, EventCodec
 from cachet.schemas.events import EventType
-from cachet.schemas.payloads import ArchiveSegmentSealed, SchemaSetPublished
+from cachet.schemas.payloads import ArchiveSegmentSealed
 from cachet.topics import Topic, TopicNames
 
 __all__ = ["verify_archive"]
@@ -204,19 +204,13 @@ def _registry(run: Run, codec: EventCodec, anchor: KeySet, required: Collection[
             continue  # judged (and reported) in the ledger pass
         if event.type not in _REGISTRY_EVENTS:
             continue
-        p = event.payload
         try:
+            # The same functions the live verifying consumer uses: the archive
+            # trusts exactly the key sets and schema sets a live node trusts.
             if event.type is EventType.SCHEMA_SET_PUBLISHED:
-                announced = SchemaSetPublished.from_avro(p)
-                statement = schema_set_statement(announced.release, announced.fingerprint, announced.schema_json)  # fmt: skip
-                registry.check_anchor_statement(statement, _lines(p))
-                codec.learn(announced.schema_json, announced.fingerprint, source="archive")
-            elif event.type is EventType.SIGNING_KEY_REGISTERED:
-                registry.register(p["producer_id"], _key_set(p, p["key_set_id"]), p["valid_from_us"], _lines(p))  # fmt: skip
-            elif event.type is EventType.SIGNING_KEY_ROTATED:
-                registry.rotate(p["producer_id"], p["old_key_set_id"], _key_set(p, p["new_key_set_id"]), p["rotated_at_us"], _lines(p))  # fmt: skip
+                learn_schema_set(registry, codec, event.payload)
             else:
-                registry.revoke(p["producer_id"], p["key_set_id"], p["compromised_at_us"], p["reason"], _lines(p))  # fmt: skip
+                apply_registry_event(registry, event)
         except (RegistrationRejected, CachetError, ValueError, KeyError) as exc:
             run.find(ArchiveCheck.REGISTRY, f"{event.type.value} not signed by the pinned anchor: {exc}", pos, rec, expected=f"anchor {anchor.key_set_id}", found="refused")  # fmt: skip
             continue
