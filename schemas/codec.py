@@ -133,11 +133,13 @@ class _ShortReadProbe(io.BytesIO):
 
 
 _TYPES_BY_NAME: dict[str, EventType] = {t.value: t for t in EventType}
+_FULL_NAMES: dict[EventType, str] = {t: f"cachet.events.{t.value}" for t in EventType}
 
 
 @dataclass(frozen=True, slots=True)
 class _Branch:
     fullname: str
+    name: str  # the record name without namespace: the envelope's ``type``
     fields: frozenset[str]
     required: frozenset[str]  # fields without a default
     schema: dict[str, Any]  # parsed payload record, for validation
@@ -221,6 +223,7 @@ class EventCodec:
                 raise SchemaLoadError(f"payload branch {short} has no EventType") from exc
             branches[event_type] = _Branch(
                 fullname=raw["name"],
+                name=short,
                 fields=frozenset(f["name"] for f in raw["fields"]),
                 required=frozenset(f["name"] for f in raw["fields"] if "default" not in f),
                 schema=schema_set.payloads[raw["name"]],
@@ -264,18 +267,19 @@ class EventCodec:
             raise EncodeError(
                 f"{event.type!r}: not an EventType of schema set {writer.fingerprint.hex()}"
             ) from exc
-        name = branch.fullname.rpartition(".")[2]
+        name = branch.name
         payload = event.payload
         if not isinstance(payload, dict):
             raise EncodeError(f"{name}: payload is {type(payload).__name__}, not a dict")
-        missing = branch.required - payload.keys()
-        if missing:
-            raise EncodeError(f"{name}: payload misses field(s) {', '.join(sorted(missing))}")
-        unknown = payload.keys() - branch.fields
-        if unknown:
-            # A typo'd field would otherwise be dropped silently: refuse it.
-            names = ", ".join(sorted(map(str, unknown)))
-            raise EncodeError(f"{name}: payload has unknown field(s) {names}")
+        if payload.keys() != branch.fields:  # the usual case (every field given) is one compare
+            missing = branch.required - payload.keys()
+            if missing:
+                raise EncodeError(f"{name}: payload misses field(s) {', '.join(sorted(missing))}")
+            unknown = payload.keys() - branch.fields
+            if unknown:
+                # A typo'd field would otherwise be dropped silently: refuse it.
+                names = ", ".join(sorted(map(str, unknown)))
+                raise EncodeError(f"{name}: payload has unknown field(s) {names}")
         if writer is not self._current:
             try:
                 # fastavro's writer truncates floats into longs and writes
@@ -433,16 +437,15 @@ class EventCodec:
         branch = record["payload"]
         if not isinstance(branch, tuple):
             raise DecodeError(DecodeFailure.BODY_INVALID, "payload is not a named union branch")
-        branch_name = branch[0].rpartition(".")[2]
         event_type = _TYPES_BY_NAME.get(type_name)
         if event_type is None:
             raise DecodeError(
                 DecodeFailure.TYPE_MISMATCH, f"type {type_name[:100]!r} is not an event type"
             )
-        if branch_name != type_name:
+        if branch[0] != _FULL_NAMES[event_type]:
             raise DecodeError(
                 DecodeFailure.TYPE_MISMATCH,
-                f"envelope type {type_name} but payload is a {branch_name}",
+                f"envelope type {type_name} but payload is a {branch[0].rpartition('.')[2]}",
             )
         ref = record["seal_ref"]
         return Event(
