@@ -77,9 +77,12 @@ class KvScrubEvidence:
     """A verified KvScrubCompleted with trigger ERASURE."""
 
     worker_id: str
-    tenant: str  # hex of the tenant's keyed hash
+    tenant: str  # hex of the tenant's keyed hash (the subject's, in a summary)
     blocks: int
     occurred_at_us: int
+    # A worker's summary of one erasure names its request id; a session's own
+    # evidence names the session's request.
+    request_id: str | None = None
 
 
 class ErasureDocket:
@@ -169,9 +172,17 @@ class ErasureDocket:
         with self._lock:
             return self._cases.get(request_id)
 
-    def kv_scrubs(self, tenant: str, since_us: int) -> list[KvScrubEvidence]:
-        """Scrub evidence for ``tenant`` (hex) that occurred at or after ``since_us``."""
+    def kv_scrubs(
+        self, tenant: str, since_us: int, erasure: str | None = None
+    ) -> list[KvScrubEvidence]:
+        """Scrub evidence for erasure request ``erasure``: the workers'
+        summaries of it when there are any (one per worker, counted once);
+        else evidence for ``tenant`` (hex) at or after ``since_us`` (workers
+        that do not summarize)."""
         with self._lock:
+            summaries = [s for s in self._scrubs if erasure and s.request_id == erasure]
+            if summaries:
+                return list({s.worker_id: s for s in summaries}.values())
             return [s for s in self._scrubs if s.tenant == tenant and s.occurred_at_us >= since_us]
 
     def due(self, now_us: int) -> list[DueStage]:

@@ -240,7 +240,11 @@ class ErasureIntake:
             if scrub.trigger is ScrubTrigger.ERASURE:
                 self.docket.note_kv_scrub(
                     KvScrubEvidence(
-                        scrub.worker_id, scrub.tenant, scrub.blocks, event.occurred_at_us
+                        scrub.worker_id,
+                        scrub.tenant,
+                        scrub.blocks,
+                        event.occurred_at_us,
+                        scrub.request_id,
                     )
                 )
 

@@ -350,7 +350,9 @@ class ErasureProcessor:
         blocks = 0
         if due.stage is ErasureStage.IMMEDIATE:
             started = self._clock.now_us()
-            blocks = self._kv_scrub(request.subject_hash, due.requested_at_us, failures)
+            blocks = self._kv_scrub(
+                request.request_id, request.subject_hash, due.requested_at_us, failures
+            )
             steps.append(self._step(ErasureStepName.KV_SCRUB, started, blocks))
 
         held = plan.held_entries
@@ -459,13 +461,16 @@ class ErasureProcessor:
                 out.add(key_id)
         return out
 
-    def _kv_scrub(self, subject_hash: bytes, requested_at_us: int, failures: list[str]) -> int:
-        """Blocks scrubbed for the subject's hash, as KV-scrub workers reported
-        (trigger ERASURE); waits until ``kv_scrub_wait_s`` after the request."""
+    def _kv_scrub(
+        self, request_id: str, subject_hash: bytes, requested_at_us: int, failures: list[str]
+    ) -> int:
+        """Blocks scrubbed for the request, as KV-scrub workers reported
+        (trigger ERASURE: their summary of this request, else evidence for the
+        subject's hash); waits until ``kv_scrub_wait_s`` after the request."""
         tenant = subject_hash.hex()
         deadline = requested_at_us + self._kv_scrub_wait_us
         while True:
-            seen = self.docket.kv_scrubs(tenant, requested_at_us)
+            seen = self.docket.kv_scrubs(tenant, requested_at_us, request_id)
             if seen or self._clock.now_us() >= deadline:
                 break
             if self._stop.wait(0.05):

@@ -74,6 +74,20 @@ class ScrubJob:
     request_id: str | None
     trigger: ScrubTrigger
     cause: str  # event id of the request (or "local:<request id>"), for logs
+    erasure: str | None = None  # the ErasureRequested's request_id this job serves
+
+
+@dataclass(slots=True)
+class _ErasureTally:
+    """What this worker did for one erasure request, until its last job ran."""
+
+    subject_hash: bytes
+    jobs_left: int
+    blocks: int = 0
+    bytes: int = 0
+    coverage: float = 1.0
+    passes: int = 0
+    duration_us: int = 0
 
 
 class KvScrubWorker:
@@ -117,6 +131,7 @@ class KvScrubWorker:
         self._tenant_by_hash: dict[bytes, str] = {}
         self._hashed_tenants: set[str] = set()
         self._sessions_of_subject: dict[bytes, set[SessionKey]] = {}
+        self._erasures: dict[str, _ErasureTally] = {}
 
     # ------------------------------------------------------------ sessions
     def open_session(
@@ -196,12 +211,13 @@ class KvScrubWorker:
             scope = ErasureScope(p.get("scope"))
         except ValueError:
             scope = ErasureScope.UNKNOWN
+        erasure = str(p["request_id"])
         if scope is ErasureScope.TENANT:
             tenant = self._resolve_tenant(digest)
             jobs = (
                 []
                 if tenant is None
-                else [ScrubJob(tenant, None, ScrubTrigger.ERASURE, event.event_id)]
+                else [ScrubJob(tenant, None, ScrubTrigger.ERASURE, event.event_id, erasure)]
             )
         elif scope is ErasureScope.SUBJECT:
             with self._lock:
@@ -210,10 +226,20 @@ class KvScrubWorker:
                     key=lambda k: (k.tenant, k.request_id),
                 )
             jobs = [
-                ScrubJob(k.tenant, k.request_id, ScrubTrigger.ERASURE, event.event_id) for k in keys
+                ScrubJob(k.tenant, k.request_id, ScrubTrigger.ERASURE, event.event_id, erasure)
+                for k in keys
             ]
         else:
             raise ScrubRequestError(f"{event.event_id}: erasure scope {p.get('scope')!r} unknown")
+        # One summary per erasure, after its last job (at once when there is
+        # none): the erasure processor's evidence that this worker acted, even
+        # when it held nothing of the subject, named by the request id.
+        tally = _ErasureTally(digest, len(jobs))
+        if not jobs:
+            self._summarize(erasure, tally)
+            return
+        with self._lock:
+            self._erasures[erasure] = tally
         self._enqueue(jobs)
 
     # ------------------------------------------------------------ work
@@ -244,7 +270,9 @@ class KvScrubWorker:
                 logger.exception(
                     "scrub job for request %s failed (trigger=%s)", job.cause, job.trigger.value
                 )
+                self._tally(job, None)
                 continue
+            self._tally(job, report)
             if report is not None:
                 reports.append(report)
         self.metrics.observe_pool(self.pool)
@@ -278,6 +306,49 @@ class KvScrubWorker:
             return None
         self._record(report)
         return report
+
+    def _tally(self, job: ScrubJob, report: ScrubReport | None) -> None:
+        """Counts a finished erasure job; the erasure's last one emits its summary."""
+        if job.erasure is None:
+            return
+        with self._lock:
+            tally = self._erasures.get(job.erasure)
+            if tally is None:
+                return
+            tally.jobs_left -= 1
+            if report is None:
+                tally.coverage = 0.0  # a failed job verified nothing
+            else:
+                tally.blocks += report.blocks
+                tally.bytes += report.bytes
+                tally.coverage = min(tally.coverage, report.coverage)
+                tally.passes = max(tally.passes, report.passes)
+                tally.duration_us += report.duration_us
+            if tally.jobs_left > 0:
+                return
+            del self._erasures[job.erasure]
+        self._summarize(job.erasure, tally)
+
+    def _summarize(self, erasure: str, tally: _ErasureTally) -> None:
+        """KvScrubCompleted for the whole erasure: tenant is the subject hash,
+        request_id the erasure's request id."""
+        self._ledger.emit(
+            EventType.KV_SCRUB_COMPLETED,
+            {
+                "worker_id": self.worker_id,
+                "tenant": tally.subject_hash.hex(),
+                "request_id": erasure,
+                "trigger": ScrubTrigger.ERASURE.value,
+                "blocks": tally.blocks,
+                "bytes": tally.bytes,
+                "coverage": tally.coverage,
+                "method": self.scrubber.settings.method.value,
+                "passes": tally.passes,
+                "duration_us": tally.duration_us,
+                "device": str(self.pool.device),
+            },
+            key=tally.subject_hash,
+        )
 
     def _record(self, report: ScrubReport) -> None:
         """Metrics, then the forensic events through the signed ledger."""

@@ -213,11 +213,16 @@ def test_tenant_erasure_scrubs_only_that_tenant_and_is_sealed(rig: Rig, ledger: 
     assert torch.equal(w.pool.read(b), kept), "another tenant's blocks must stay intact"
     rig.sealing.flush()
 
-    (done,) = applied_of(ledger, EventType.KV_SCRUB_COMPLETED)
-    p = done.payload
-    assert p["tenant"] == rig.hasher.subject("tenant-a").hex()
-    assert (p["trigger"], p["blocks"], p["worker_id"]) == ("ERASURE", len(a), "w1")
-    assert p["bytes"] == len(a) * SHAPE.block_bytes and p["coverage"] == 1.0
+    # The tenant's scrub, then the worker's summary of the erasure (named by
+    # its request id): the same blocks, counted by the erasure processor once.
+    found = applied_of(ledger, EventType.KV_SCRUB_COMPLETED, count=2)
+    done, summary = sorted(found, key=lambda e: e.payload["request_id"] is not None)
+    for event in (done, summary):
+        p = event.payload
+        assert p["tenant"] == rig.hasher.subject("tenant-a").hex()
+        assert (p["trigger"], p["blocks"], p["worker_id"]) == ("ERASURE", len(a), "w1")
+        assert p["bytes"] == len(a) * SHAPE.block_bytes and p["coverage"] == 1.0
+    assert (done.payload["request_id"], summary.payload["request_id"]) == (None, "er-1")
     for value in kvscrub_bytes(ledger):
         assert PATTERN not in value, "KV payload bytes reached the log"
         assert b"tenant-a" not in value, "a plaintext tenant id reached the log"
@@ -424,8 +429,10 @@ def test_sealed_request_from_an_identity_not_allowed_is_refused_and_alerted(
     assert w.pool.blocks_of("tenant-a") == a
     assert torch.equal(w.pool.read(a), kept), "an unauthorized request touched KV data"
     rig.sealing.flush()
-    (done,) = applied_of(ledger, EventType.KV_SCRUB_COMPLETED)
-    assert done.payload["tenant"] == rig.hasher.subject("tenant-b").hex()
+    # tenant-b's scrub and the summary of its erasure; nothing for tenant-a.
+    done, summary = applied_of(ledger, EventType.KV_SCRUB_COMPLETED, count=2)
+    for event in (done, summary):
+        assert event.payload["tenant"] == rig.hasher.subject("tenant-b").hex()
 
     alerts = alerts_on(
         ledger,
@@ -553,8 +560,13 @@ def test_run_worker_scrubs_a_subject_end_to_end(
                 },
             )
             requester.flush()
-        (done,) = applied_of(ledger, EventType.KV_SCRUB_COMPLETED)
+        # The subject's session and the worker's summary of the erasure (keyed
+        # by tenant and by subject: partitions, and so their order, differ).
+        found = applied_of(ledger, EventType.KV_SCRUB_COMPLETED, count=2)
+        done, summary = sorted(found, key=lambda e: e.payload["request_id"] != "r1")
         assert (done.payload["request_id"], done.payload["trigger"]) == ("r1", "ERASURE")
+        assert (summary.payload["request_id"], summary.payload["blocks"]) == ("er-2", 2)
+        assert summary.payload["tenant"] == hasher.subject("user-1").hex()
         assert w.pool.blocks_of("tenant-a") == other
         assert all(block_is_zero(w.pool, blk) for blk in mine)
     finally:

@@ -138,3 +138,17 @@ def test_kv_scrub_evidence_is_matched_by_tenant_and_time() -> None:
     d.note_kv_scrub(KvScrubEvidence("w1", S.hex(), 7, T0 + 1))
     d.note_kv_scrub(KvScrubEvidence("w2", "ab" * 32, 9, T0 + 1))
     assert [s.blocks for s in d.kv_scrubs(S.hex(), T0)] == [7]
+
+
+def test_a_workers_summary_of_the_request_is_the_evidence_counted_once() -> None:
+    d = ErasureDocket()
+    # The session's own evidence (its tenant happens to be the subject) and
+    # the worker's summary of the erasure: the summary alone counts.
+    d.note_kv_scrub(KvScrubEvidence("w1", S.hex(), 2, T0 + 1, "session-7"))
+    d.note_kv_scrub(KvScrubEvidence("w1", S.hex(), 2, T0 + 2, "er-1"))
+    d.note_kv_scrub(KvScrubEvidence("w2", S.hex(), 0, T0 + 3, "er-1"))
+    d.note_kv_scrub(KvScrubEvidence("w2", S.hex(), 5, T0 + 3, "er-other"))
+    assert sorted((s.worker_id, s.blocks) for s in d.kv_scrubs(S.hex(), T0, "er-1")) == [
+        ("w1", 2),
+        ("w2", 0),
+    ]

@@ -123,7 +123,25 @@ def test_subject_erasure_takes_only_the_subjects_sessions(clock: FakeClock) -> N
     worker.drain()
     assert worker.pool.blocks_of("acme") == other
     assert all(block_is_zero(worker.pool, b) for b in mine)
-    assert [p["request_id"] for _, p, _ in ledger.events] == ["r1"]
+    # The session's evidence, then the erasure's summary: named by the
+    # erasure's request id and the subject's hash, with the blocks it took.
+    assert [p["request_id"] for _, p, _ in ledger.events] == ["r1", "er"]
+    summary = ledger.events[1][1]
+    assert summary["tenant"] == HASHER.subject("user-1").hex()
+    assert (summary["blocks"], summary["trigger"], summary["coverage"]) == (2, "ERASURE", 1.0)
+
+
+def test_an_erasure_of_a_subject_this_worker_never_held_is_still_answered(
+    clock: FakeClock,
+) -> None:
+    worker, ledger, _ = make(clock)
+    worker.open_session("acme", "r1", 2, subject="user-1")
+    worker.on_erasure_requested(erasure("nobody-here", "SUBJECT"))
+    assert worker.pending == 0  # nothing to scrub, and the evidence is already out
+    (summary,) = [p for _, p, _ in ledger.events]
+    assert summary["request_id"] == "er"
+    assert summary["tenant"] == HASHER.subject("nobody-here").hex()
+    assert summary["blocks"] == 0
 
 
 def test_quarantine_is_reported(clock: FakeClock) -> None:
