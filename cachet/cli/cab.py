@@ -342,17 +342,24 @@ def _print_report(report: BundleReport) -> None:
     print("VERIFIED" if report.ok else "NOT VERIFIED")
 
 
+def pinned_anchor(ctx: CliContext, args: argparse.Namespace) -> tuple[KeySet | None, str | None]:
+    """The trust anchor an offline verification pins: the ``--anchor-file``
+    key set, else the ``--anchor-fingerprint``, else the configured anchor id."""
+    pinned_id = ctx.config.keys.trust_anchor_id
+    anchor = load_anchor(args.anchor_file, pinned_id) if args.anchor_file else None
+    fingerprint = args.anchor_fingerprint
+    if fingerprint is None and anchor is None and pinned_id != UNPINNED:
+        fingerprint = pinned_id
+    return anchor, fingerprint
+
+
 def run_verify(args: argparse.Namespace) -> int:
     ctx = CliContext.from_args(args)
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         return fail(f"cannot read bundle {args.file}: {exc}")
-    pinned_id = ctx.config.keys.trust_anchor_id
-    anchor = load_anchor(args.anchor_file, pinned_id) if args.anchor_file else None
-    fingerprint = args.anchor_fingerprint
-    if fingerprint is None and anchor is None and pinned_id != UNPINNED:
-        fingerprint = pinned_id
+    anchor, fingerprint = pinned_anchor(ctx, args)
     report = verify_bundle(
         data, pinned_anchor=anchor, pinned_fingerprint=fingerprint, required=_required(ctx)
     )

@@ -26,13 +26,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cachet.cli.cab import ANCHOR_FILE, read_registrations, registration_for
+from cachet.cli.cab import ANCHOR_FILE, pinned_anchor, read_registrations, registration_for
 from cachet.cli.context import CliContext, emit_json, fail
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
 from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.kafka.verifying import VerifyingConsumer
-from cachet.ledger.anchor import UNPINNED, load_anchor
+from cachet.ledger.anchor import load_anchor
 from cachet.ledger.cab import CheckOutcome, anchor_fingerprint, build_bundle
 from cachet.ledger.erasure_certificate import (
     CertificateError,
@@ -379,11 +379,7 @@ def run_verify(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         return fail(f"cannot read certificate {args.file}: {exc}")
-    pinned_id = ctx.config.keys.trust_anchor_id
-    anchor = load_anchor(args.anchor_file, pinned_id) if args.anchor_file else None
-    fingerprint = args.anchor_fingerprint
-    if fingerprint is None and anchor is None and pinned_id != UNPINNED:
-        fingerprint = pinned_id
+    anchor, fingerprint = pinned_anchor(ctx, args)
     report = verify_certificate(
         data,
         pinned_anchor=anchor,
