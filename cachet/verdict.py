@@ -43,12 +43,14 @@ evaluation, and are listed so every miss shares one enum.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cachet.config.contract import ContractConfig
 from cachet.config.enums import InvalidationMode
+from cachet.crypto.schemes import SignatureScheme
 from cachet.freshness import FreshnessProof, freshness_proof
 
 __all__ = [
@@ -256,11 +258,17 @@ def _view_miss(contract: ContractConfig, view: ViewHealth) -> ReadVerdict | None
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _scheme_ids(schemes: tuple[SignatureScheme, ...]) -> tuple[str, ...]:
+    # Enum .value is a descriptor call: once per contract, not three per read.
+    return tuple(s.value for s in schemes)
+
+
 def _signature_summary(
     contract: ContractConfig, entry: EntryFacts
 ) -> tuple[SignatureSummary, list[str]]:
-    carried = set(entry.sealed_schemes)
-    missing = [s.value for s in contract.required_signatures if s.value not in carried]
+    carried = entry.sealed_schemes
+    missing = [s for s in _scheme_ids(contract.required_signatures) if s not in carried]
     ok = bool(entry.sealed_schemes) and not missing
     summary = SignatureSummary(
         status=VerificationStatus.VERIFIED if ok else VerificationStatus.UNVERIFIED,

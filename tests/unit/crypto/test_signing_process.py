@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -60,3 +62,43 @@ def test_a_failure_in_the_child_is_a_signing_error(signer: SigningProcess) -> No
     )
     with pytest.raises(SigningError, match="signing process"):
         signer.sign(b"m", bad)
+
+
+def test_a_host_whose_main_cannot_be_imported_again_still_signs(tmp_path) -> None:
+    # `python -` (and `python -c`, some embedding hosts) has no main module a
+    # multiprocessing child could re-import; the child is its own program.
+    script = (
+        "from cachet.crypto.seal import PrivateKeySet\n"
+        "from cachet.crypto.signing_process import SigningProcess\n"
+        "s = SigningProcess()\n"
+        "lines = s.sign(b'm', PrivateKeySet.generate())\n"
+        "print(len(lines), s.pid is not None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "True"]
+
+
+def test_a_child_that_cannot_start_means_signing_here(
+    keys: PrivateKeySet, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    signer = SigningProcess()
+    lines = signer.sign(b"still sealed", keys)
+    assert signer.pid is None
+    assert _verifies(b"still sealed", lines, keys.public())
+    assert "signing in-process" in caplog.text
+
+
+def test_a_child_lost_twice_means_signing_here(
+    signer: SigningProcess, keys: PrivateKeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lost(*_: object) -> object:
+        raise EOFError("signing pipe closed")
+
+    monkeypatch.setattr(signer, "_ask", lost)
+    lines = signer.sign(b"m", keys)
+    assert _verifies(b"m", lines, keys.public())
+    assert signer.pid is None  # no child left running
