@@ -15,7 +15,7 @@ from cachet.materializers.evidence.history import History
 from cachet.materializers.evidence.tables import PROVENANCE, ColumnType, Table, col, provenance
 from cachet.schemas.payloads import TransitionAuthority
 
-__all__ = ["examination_tables", "key_events_table"]
+__all__ = ["examination_tables", "fingerprint_log", "key_events_table"]
 
 S, L, B = ColumnType.STRING, ColumnType.LONG, ColumnType.BOOLEAN
 
@@ -134,44 +134,44 @@ def _transitions(history: History, contract: str) -> Table:
     )
 
 
-def _fingerprints(history: History, contract: str) -> Table:
+def fingerprint_log(history: History, contract: str | None = None) -> Table:
+    """Every computation fingerprint written or read in the window, oldest
+    first: the examination's (``contract`` given: that contract's, by
+    namespace) and the SOC 2 processing-integrity log (every contract)."""
     rows: list[tuple[Any, ...]] = []
     for r in history.in_window(history.writes + history.reads):
         p = r.event.payload
-        if p["contract"] != contract or p.get("fingerprint") is None:
+        if p.get("fingerprint") is None or (contract is not None and p["contract"] != contract):
             continue
         if r.event.type.value == "CacheWritten":
             operation, actor = "write", r.event.producer_id
         else:
             operation = "read_hit" if p["outcome"] == "HIT" else "read_miss"
             actor = f"{p['reader_role']}@{p['node_id']}"
-        rows.append(
-            (
-                operation,
-                p["fingerprint"].hex(),
-                p["key_hash"].hex(),
-                p["namespace"],
-                p.get("version"),
-                actor,
-                *provenance(r),
-            )
-        )
-    rows.sort(key=lambda row: (row[7], row[8]))
+        # Under one contract its name says nothing: the namespace does.
+        scope = p["namespace"] if contract is not None else p["contract"]
+        cells = (operation, p["fingerprint"].hex(), p["key_hash"].hex(), scope, p.get("version"))
+        rows.append((*cells, actor, *provenance(r)))
+    rows.sort(key=lambda row: (row[7], row[8]))  # occurred_at_us, event_id
     columns = (
         col("operation", S, "write, read_hit or read_miss"),
         col("fingerprint", S, "SHA3-256 computation fingerprint"),
         col("key_hash", S),
-        col("namespace", S),
+        col("namespace" if contract is not None else "contract", S),
         col("version", L, null=True),
         col("actor", S, "writer producer, or reader role@node"),
     )
-    return Table.of(
-        "fingerprints",
-        "Fingerprint log",
-        "Every computation fingerprint written or read under the contract.",
-        columns + PROVENANCE,
-        rows,
-    )
+    if contract is not None:
+        name, about = (
+            "fingerprints",
+            "Every computation fingerprint written or read under the contract.",
+        )
+    else:
+        name, about = (
+            "fingerprint_log",
+            "Every write and every read that named a computation fingerprint.",
+        )
+    return Table.of(name, "Fingerprint log", about, columns + PROVENANCE, rows)
 
 
 def _reads(history: History, contract: str) -> Table:
@@ -337,7 +337,7 @@ def examination_tables(history: History, profile: FinraProfile) -> list[Table]:
     tables = [
         _contracts(history, profile),
         _transitions(history, profile.contract),
-        _fingerprints(history, profile.contract),
+        fingerprint_log(history, profile.contract),
         _reads(history, profile.contract),
         violations,
         key_events_table(history),

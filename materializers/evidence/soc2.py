@@ -21,7 +21,7 @@ from typing import Any
 
 from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.materializers.evidence.examination import ExportResult, prepare_directory
-from cachet.materializers.evidence.examination_tables import key_events_table
+from cachet.materializers.evidence.examination_tables import fingerprint_log, key_events_table
 from cachet.materializers.evidence.exporter import signer_from_log
 from cachet.materializers.evidence.finra import OutputFormat
 from cachet.materializers.evidence.formats import render
@@ -34,7 +34,6 @@ from cachet.materializers.evidence.soc2_tables import (
     authority_table,
     contracts_table,
     encrypted_writes_table,
-    fingerprint_log_table,
     freshness_table,
     reads_by_role_table,
     role_grants_table,
@@ -181,7 +180,7 @@ def _artifacts(
         ]
     if control.id == "C4":
         return [
-            _csv(folder, fingerprint_log_table(history)),
+            _csv(folder, fingerprint_log(history)),
             _csv(folder, archive_segments_table(history)),
         ]
     if control.id == "C5":

@@ -21,7 +21,6 @@ __all__ = [
     "authority_table",
     "contracts_table",
     "encrypted_writes_table",
-    "fingerprint_log_table",
     "freshness_table",
     "reads_by_role_table",
     "role_grants_table",
@@ -145,46 +144,6 @@ def authority_table(history: History) -> Table:
         "Who changed entry states",
         "State transitions in the window by authority and target state.",
         columns,
-        rows,
-    )
-
-
-def fingerprint_log_table(history: History) -> Table:
-    rows = []
-    for r in history.in_window(history.writes + history.reads):
-        p = r.event.payload
-        if p.get("fingerprint") is None:
-            continue
-        if r.event.type.value == "CacheWritten":
-            op, actor = "write", r.event.producer_id
-        else:
-            op = "read_hit" if p["outcome"] == "HIT" else "read_miss"
-            actor = f"{p['reader_role']}@{p['node_id']}"
-        rows.append(
-            (
-                op,
-                p["fingerprint"].hex(),
-                p["key_hash"].hex(),
-                p["contract"],
-                p.get("version"),
-                actor,
-                *provenance(r),
-            )
-        )
-    rows.sort(key=lambda row: (row[7], row[8]))
-    columns = (
-        col("operation", S),
-        col("fingerprint", S),
-        col("key_hash", S),
-        col("contract", S),
-        col("version", L, null=True),
-        col("actor", S),
-    )
-    return Table.of(
-        "fingerprint_log",
-        "Fingerprint log",
-        "Every write and every read that named a computation fingerprint.",
-        columns + PROVENANCE,
         rows,
     )
 
