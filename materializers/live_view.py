@@ -400,6 +400,28 @@ class LiveView:
         self._dirty = True
         self._changed_keys.add(key_hash)
 
+    # -- driven from outside: a replay applies verified events itself --------
+
+    def apply_verified(self, applied: Applied) -> None:
+        """Apply one event verified elsewhere (a replay's verifier) exactly as
+        an event from this view's own consumer is applied."""
+        self._apply(applied)
+
+    def uncommitted(self, key_hash: bytes) -> ViewEntry | None:
+        """The key's entry as applied so far, changes not yet committed included."""
+        return self._batch.current(key_hash)
+
+    def commit_with(self, meta: Mapping[str, bytes | None]) -> None:
+        """Commit what was applied with extra ``meta`` rows (None deletes) in
+        the same synced WriteBatch, even when no entry changed."""
+        for name, value in meta.items():
+            if value is None:
+                self._batch.delete_meta(name)
+            else:
+                self._batch.put_meta(name, value)
+        self._dirty = True
+        self._commit()
+
     def _commit(self) -> None:
         positions = self._safe_offsets()
         moved = {k: v for k, v in positions.items() if self._committed.get(k, 0) != v}

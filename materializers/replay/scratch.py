@@ -65,25 +65,18 @@ class ScratchView:
         view does not read its topic (nothing changes)."""
         if verified.topic not in self.view_topics or verified.verified_seal is None:
             return False
-        self._view._apply(Applied(verified.event, verified.origin, verified.verified_seal))
+        self._view.apply_verified(Applied(verified.event, verified.origin, verified.verified_seal))
         return True
 
     def current(self, key_hash: bytes) -> ViewEntry | None:
         """The key's entry as applied so far (uncommitted changes included)."""
-        return self._view._batch.current(key_hash)
+        return self._view.uncommitted(key_hash)
 
     def commit(self, meta: Mapping[str, bytes | None]) -> None:
         """Commit what was applied, with ``meta`` rows (None deletes) in the
         same synced WriteBatch: after a crash the rows describe exactly the
         entries on disk."""
-        batch = self._view._batch
-        for name, value in meta.items():
-            if value is None:
-                batch.delete_meta(name)
-            else:
-                batch.put_meta(name, value)
-        self._view._dirty = True  # commit even when no entry changed
-        self._view._commit()
+        self._view.commit_with(meta)
 
     def state_hash(self) -> bytes:
         return self.store.state_hash()
