@@ -146,7 +146,7 @@ class SealingSettings:
     """Batching, limits and health thresholds of one sealing producer.
 
     A batch closes at ``batch_max_events``; or once ``batch_max_ms`` old if
-    the signing budget has room (``sign_cpu_budget`` of one core, sustained,
+    it holds fewer than 64 events or the signing budget has room (``sign_cpu_budget`` of one core, sustained,
     with half a second of signing as burst); or at ``max_delay_ms`` in any
     case. At low load that is a seal every ``batch_max_ms``; under load the
     budget runs out and batches grow, so each triple signature covers more
@@ -339,6 +339,13 @@ class SealRecord:
     leaf_count: int
     closed_at: float
     sealed_at: float
+
+
+# The signing budget holds a batch past its window only once it has this many
+# events: holding a handful (a round of watermark ticks) saves little signing
+# and makes every event in it older, which short freshness contracts cannot
+# afford. The budget exists to let batches under load grow.
+_BUDGET_HOLDS_FROM = 64
 
 
 class _SignBudget:
@@ -675,7 +682,10 @@ class SealingProducer:
                 if b is not None:
                     now = self._clock.monotonic()
                     age = now - b.opened_at
-                    if age >= max_delay_s or (age >= window_s and self._budget.allows(now)):
+                    if age >= max_delay_s or (
+                        age >= window_s
+                        and (len(b.leaf_hashes) < _BUDGET_HOLDS_FROM or self._budget.allows(now))
+                    ):
                         self._close_open_batch()
                 self._lock.wait(min(window_s / 4, 0.05))
 

@@ -5,6 +5,7 @@ is ever acknowledged."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from types import MappingProxyType
@@ -93,3 +94,40 @@ def test_ledger_alerts_never_raise(
     assert any(
         "node n1: alert IntegrityFailure not emitted" in r.getMessage() for r in caplog.records
     )
+
+
+def _open_events_after(producer: SealingProducer, clock: ManualClock, events: int) -> int:
+    """Emit ``events``, spend the whole signing budget, move past the batch
+    window (not the delay bound), and let the window thread look twice."""
+    payload = dict(SAMPLE_PAYLOADS[EventType.WATERMARK_TICK])
+    for i in range(events):
+        producer.emit(EventType.WATERMARK_TICK, {**payload, "tick_seq": i}, partition=0)
+    producer._budget.spend(60.0, clock.monotonic())  # a minute of signing owed
+    clock.advance(SealingSettings().batch_max_ms / 1000 * 2)  # past the window
+    time.sleep(0.3)  # the window thread wakes every few ms (no assertion on time)
+    return producer.position.open_batch_events
+
+
+def test_a_spent_budget_holds_a_large_batch_past_its_window(
+    manual: tuple[SealingProducer, ManualClock],
+) -> None:
+    producer, clock = manual
+    assert _open_events_after(producer, clock, 64) == 64
+    clock.advance(SealingSettings().max_delay_ms / 1000)  # the delay bound closes it anyway
+    deadline = time.monotonic() + 10
+    while producer.position.open_batch_events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert producer.position.open_batch_events == 0
+
+
+def test_a_spent_budget_never_holds_a_small_batch(
+    manual: tuple[SealingProducer, ManualClock],
+) -> None:
+    # A round of ticks under a short freshness contract must not wait.
+    producer, clock = manual
+    deadline = time.monotonic() + 10
+    opened = _open_events_after(producer, clock, 3)
+    while opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+        opened = producer.position.open_batch_events
+    assert opened == 0
