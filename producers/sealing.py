@@ -50,7 +50,7 @@ from cachet.crypto.seal import (
     leaf_topics_digest,
     seal_hash,
 )
-from cachet.crypto.signing_process import shared_signer
+from cachet.crypto.signing_process import SigningProcess, shared_signer
 from cachet.errors import CachetError
 from cachet.kafka.settings import MAX_RECORD_BYTES, producer_settings
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id
@@ -146,12 +146,14 @@ class SealingSettings:
     """Batching, limits and health thresholds of one sealing producer.
 
     A batch closes at ``batch_max_events``; or once ``batch_max_ms`` old if
-    it holds fewer than 64 events or the signing budget has room (``sign_cpu_budget`` of one core, sustained,
-    with half a second of signing as burst); or at ``max_delay_ms`` in any
-    case. At low load that is a seal every ``batch_max_ms``; under load the
-    budget runs out and batches grow, so each triple signature covers more
-    events while seal latency stays bounded by ``max_delay_ms`` plus one
-    signing.
+    it holds fewer than 64 events or the signing budget has room
+    (``sign_cpu_budget`` of one core, sustained, with half a second of
+    signing as burst); or at ``max_delay_ms`` in any case. A window never
+    closes a batch while an earlier one waits for the signer: the open batch
+    grows instead. At low load that is a seal every ``batch_max_ms``; under
+    load batches grow, so each triple signature covers more events, while
+    seal latency stays bounded by ``max_delay_ms`` plus the signings queued
+    in the process's signing child (at most two per producer).
 
     ``max_message_bytes`` must not exceed the client's ``message.max.bytes``
     (default: :data:`cachet.kafka.settings.MAX_RECORD_BYTES`, what
@@ -377,7 +379,8 @@ class SealingProducer:
     ``clock`` stamps events and seals (wall clock) and times batch windows
     and acknowledgement ages (monotonic clock). ``producer_factory`` makes
     the client of a new epoch (:meth:`new_epoch`, which refuses without
-    one). :meth:`from_config` builds one as a deployment configures it.
+    one). ``signer`` signs the seals (default: the process's shared signing
+    child). :meth:`from_config` builds one as a deployment configures it.
     """
 
     def __init__(
@@ -393,6 +396,7 @@ class SealingProducer:
         epoch: str | None = None,
         on_seal: Callable[[SealRecord], None] | None = None,
         producer_factory: Callable[[], Producer] | None = None,
+        signer: SigningProcess | None = None,
     ) -> None:
         self._producer = producer
         self._factory = producer_factory
@@ -413,6 +417,12 @@ class SealingProducer:
         self._closed: queue.Queue[_Batch | None] = queue.Queue()
         self._prev_hash = GENESIS_SEAL_HASH
         self._pending_seals = 0
+        # Closed batches the signer has not yet taken up. The window closes a
+        # batch only when this is 0: a signer slower than the window (a busy
+        # host, a signing child shared by many producers) makes the open
+        # batch grow instead of a queue of small batches, whose seals would
+        # each come one signing later than the last.
+        self._waiting_seals = 0
         self._error: BaseException | None = None
         self._closing = False
         # Events produced and not yet answered by the broker, oldest first
@@ -426,7 +436,7 @@ class SealingProducer:
         self._budget = _SignBudget(settings.sign_cpu_budget, clock.monotonic())
         # Signing runs in a child process: no thread of ours waits on the GIL
         # while a seal is signed. Started now, not at the first seal.
-        self._signing = shared_signer()
+        self._signing = signer or shared_signer()
         self._signing.start()
         self._signer = threading.Thread(target=self._sign_loop, name="cachet-signer", daemon=True)
         self._ticker = threading.Thread(
@@ -665,6 +675,7 @@ class SealingProducer:
         # Caller holds the lock.
         if self._open is not None and self._open.leaf_hashes:
             self._pending_seals += 1
+            self._waiting_seals += 1
             self._closed.put(self._open)
         self._open = None
 
@@ -679,7 +690,7 @@ class SealingProducer:
                 if self._closing:
                     return
                 b = self._open
-                if b is not None:
+                if b is not None and self._waiting_seals == 0:
                     now = self._clock.monotonic()
                     age = now - b.opened_at
                     if age >= max_delay_s or (
@@ -694,6 +705,8 @@ class SealingProducer:
             batch = self._closed.get()
             if batch is None:
                 return
+            with self._lock:
+                self._waiting_seals -= 1
             try:
                 if batch.epoch != self.producer_id:
                     # A batch of an abandoned epoch stays unsealed: verifiers

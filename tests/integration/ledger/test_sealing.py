@@ -9,9 +9,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from cachet.crypto.seal import PrivateKeySet, SignatureLine
+from cachet.crypto.signing_process import shared_signer
 from cachet.kafka.settings import consumer_settings, producer_settings
 from cachet.kafka.verifying import VerifyingConsumer, alert_for
 from cachet.ledger.verifier import IntegrityStatus
+from cachet.producers.sealing import SealRecord
 from cachet.schemas.events import EventType
 from cachet.topics import Topic
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
@@ -45,6 +48,59 @@ def test_time_window_seals_a_partial_batch(ledger: Ledger, producer_keys) -> Non
     run = ledger.verify(until=lambda r: len(r.applied) >= 3, timeout_s=10)
     sp.close()
     assert len(run.applied) == 3 and not run.rejected
+
+
+class _SlowSigner:
+    """Signs as the shared child does, each signing taking at least ``cost_s``:
+    a host too busy to sign at the pace of the batch window."""
+
+    def __init__(self, cost_s: float) -> None:
+        self.cost_s = cost_s
+        self.signings = 0
+
+    def start(self) -> None:
+        shared_signer().start()
+
+    def sign(self, message: bytes, keys: PrivateKeySet) -> tuple[SignatureLine, ...]:
+        self.signings += 1
+        time.sleep(self.cost_s)
+        return shared_signer().sign(message, keys)
+
+
+def test_a_signer_slower_than_the_window_grows_batches_instead_of_a_queue(
+    ledger: Ledger, producer_keys
+) -> None:
+    # Under a 10 ms window and a signer taking 100 ms, batches closed at
+    # every window would queue behind the signer, each seal a signing later
+    # than the last: after 1.5 s of steady writes the last events would wait
+    # seconds for theirs (past a verifier's unsealed timeout). A window never
+    # closes a batch while one waits for the signer, so seals stay about one
+    # per signing and every event is sealed soon after the writes stop.
+    ledger.register("svc-slow", producer_keys)
+    signer = _SlowSigner(0.1)
+    records: list[SealRecord] = []
+    sp = ledger.sealing_producer(
+        "svc-slow",
+        producer_keys,
+        batch=100_000,
+        window_ms=10,
+        signer=signer,
+        on_seal=records.append,
+    )
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 1.5:
+        emit_sample(sp, 5)
+        sent += 5
+        time.sleep(0.002)
+    writing_s = time.monotonic() - started
+    sp.close()
+    # One seal closes when the signer takes the previous one: at most one per
+    # signing over the writes, plus the batches open and waiting at the end.
+    assert signer.signings <= writing_s / signer.cost_s + 3, signer.signings
+    assert sum(r.leaf_count for r in records) == sent
+    run = ledger.verify(until=lambda r: len(r.applied) >= sent, timeout_s=20)
+    assert len(run.applied) == sent and not run.rejected
 
 
 def test_unsealed_events_are_never_applied(ledger: Ledger, producer_keys, staging: Ledger) -> None:
