@@ -15,6 +15,16 @@ UTF-8 all raise). The bytes are the Avro specification's binary encoding,
 identical to fastavro's (tests compare both ways on generated data for every
 payload type).
 
+Encoding has a fast path for what Cachet's code writes: a record dict that
+holds every field is read by indexing (one that leaves a field out starts
+over on the general path, which takes defaults), optional fields and flat
+nested records (a FreshnessProof in a CacheRead) are written inline, an int
+of one or two varint bytes needs no range check, and a string written before
+is one memo lookup. A Mapping or the tuple notation of a union branch takes
+the general path. One CacheRead item of a CacheReadBatch of 1,000 costs
+about 1-2 us (``tests/unit/schemas/test_compiled.py`` holds both paths to
+fastavro's bytes).
+
 Data written with another schema set still goes through fastavro, which
 resolves it to the current reader schema.
 """
@@ -77,6 +87,41 @@ def _invalid(path: str, expected: str, value: Any) -> Invalid:
     return Invalid(f"{path}: expected {expected}, got {type(value).__name__} {shown[:60]}")
 
 
+def _write_wide(out: bytearray, n: int, limit: int, path: str, kind: str, value: int) -> None:
+    """Writes the zigzagged ``n`` of an int/long ``value`` that needs three
+    bytes or more, once its range is checked: zigzag maps the 32/64-bit range
+    onto exactly ``[0, limit)``."""
+    if n >= limit:
+        raise _invalid(path, kind, value)
+    _write_varint(out, n)
+
+
+# Strings the generated encoders have written, with their encoding (length
+# prefix and UTF-8): the reads of one node repeat a few namespaces, contracts,
+# reasons and roles thousands of times. Only exact ``str`` values of at most
+# _MEMO_CHARS characters, at most _MEMO_ENTRIES of them (then it starts over),
+# so unique strings (event ids) cost a little churn, never memory.
+_MEMO_CHARS = 64
+_MEMO_ENTRIES = 4096
+
+
+def _encode_string(value: Any, path: str, memo: dict[str, bytes]) -> bytes:
+    """The encoding of the string ``value`` (not in ``memo``), remembered in it."""
+    if not isinstance(value, str):
+        raise _invalid(path, "string", value)
+    raw = value.encode()  # UnicodeEncodeError: CompiledSchema.encode_into names it
+    out = bytearray()
+    _write_varint(out, len(raw) << 1)
+    out += raw
+    encoded = bytes(out)
+    # A str subclass may compare equal to another string: never remembered.
+    if type(value) is str and len(value) <= _MEMO_CHARS:
+        if len(memo) >= _MEMO_ENTRIES:
+            memo.clear()
+        memo[value] = encoded
+    return encoded
+
+
 # ------------------------------------------------------------------ generator
 
 
@@ -92,6 +137,9 @@ class _Source:
             "Malformed": Malformed,
             "Truncated": Truncated,
             "_wv": _write_varint,
+            "_ww": _write_wide,
+            "_ws": _encode_string,
+            "_sc": {},  # this schema's string memo (see _encode_string)
             "_rv": _read_varint_rest,
             "_invalid": _invalid,
             "_unpack_d": struct.Struct("<d").unpack_from,
@@ -278,8 +326,21 @@ def _gen_container_decode(src: _Source, schema: Any, path: str) -> str:
     return fn
 
 
-def _gen_encode(src: _Source, schema: Any, expr: str, ind: str, path: str, out: list[str]) -> None:
-    """Appends lines that check and write the value ``expr`` of ``schema``."""
+def _gen_encode(
+    src: _Source,
+    schema: Any,
+    expr: str,
+    ind: str,
+    path: str,
+    out: list[str],
+    indexed: bool = False,
+) -> None:
+    """Appends lines that check and write the value ``expr`` of ``schema``.
+
+    ``indexed``: the lines are part of a record's fast path, where a
+    KeyError (a field left out) makes the record start over on its slow path;
+    a flat nested record is then written inline, its fields read by indexing.
+    """
     schema = _resolve(src, schema)
     kind = _kind(schema)
     p = src.const(path)
@@ -289,26 +350,29 @@ def _gen_encode(src: _Source, schema: Any, expr: str, ind: str, path: str, out: 
         out.append(f"{ind}if type({expr}) is not bool: raise _invalid({p}, 'boolean', {expr})")
         out.append(f"{ind}out.append(1 if {expr} else 0)")
     elif kind in ("int", "long"):
-        low, high = _INT if kind == "int" else _LONG
         # bool is an int subclass; the exact type check refuses it, as fastavro does.
+        out.append(f"{ind}if type({expr}) is not int: raise _invalid({p}, {kind!r}, {expr})")
+        # Zigzag without shifting by 63 (slow on Python ints); one or two
+        # bytes inline, which are in range by construction; wider values
+        # get their range checked by _ww.
+        out.append(f"{ind}n = {expr} + {expr} if {expr} >= 0 else ~({expr} + {expr})")
+        out.append(f"{ind}if n < 128: out.append(n)")
+        out.append(f"{ind}elif n < 16384: out.append((n & 127) | 128); out.append(n >> 7)")
+        limit = 1 << (32 if kind == "int" else 64)
+        out.append(f"{ind}else: _ww(out, n, {limit}, {p}, {kind!r}, {expr})")
+    elif kind == "string":
+        # Through the memo: one lookup for a string written before.
+        out.append(f"{ind}raw = _sc.get({expr}) if type({expr}) is str else None")
+        out.append(f"{ind}out += raw if raw is not None else _ws({expr}, {p}, _sc)")
+    elif kind == "bytes":
         out.append(
-            f"{ind}if type({expr}) is not int or not {low} <= {expr} <= {high}: "
-            f"raise _invalid({p}, {kind!r}, {expr})"
+            f"{ind}if type({expr}) is not bytes and not isinstance({expr}, (bytes, bytearray)):"
         )
-        _varint_write(out, ind, expr)
-    elif kind in ("bytes", "string"):
-        if kind == "string":
-            out.append(f"{ind}if type({expr}) is not str and not isinstance({expr}, str): ")
-            out.append(f"{ind}    raise _invalid({p}, 'string', {expr})")
-            out.append(f"{ind}raw = {expr}.encode()")
-        else:
-            out.append(f"{ind}if not isinstance({expr}, (bytes, bytearray)): ")
-            out.append(f"{ind}    raise _invalid({p}, 'bytes', {expr})")
-            out.append(f"{ind}raw = {expr}")
-        out.append(f"{ind}n = len(raw) << 1")
+        out.append(f"{ind}    raise _invalid({p}, 'bytes', {expr})")
+        out.append(f"{ind}n = len({expr}) << 1")
         out.append(f"{ind}if n < 128: out.append(n)")
         out.append(f"{ind}else: _wv(out, n)")
-        out.append(f"{ind}out += raw")
+        out.append(f"{ind}out += {expr}")
     elif kind in ("double", "float"):
         out.append(
             f"{ind}if type({expr}) is not float and type({expr}) is not int: "
@@ -331,10 +395,27 @@ def _gen_encode(src: _Source, schema: Any, expr: str, ind: str, path: str, out: 
         out.append(f"{ind}out += {expr}")
     elif kind == "record":
         enc, _ = _gen_record(src, schema)
-        out.append(f"{ind}{enc}({expr}, out)")
+        if indexed and _is_flat(src, schema):
+            out.append(f"{ind}if type({expr}) is dict:")
+            _gen_fields_indexed(src, schema, expr, f"{expr}_", ind + "    ", out)
+            out.append(f"{ind}else: {enc}({expr}, out)")
+        else:
+            out.append(f"{ind}{enc}({expr}, out)")
     elif kind == "union":
         fn = _gen_union_encode(src, schema, path)
-        out.append(f"{ind}{fn}({expr}, out)")
+        kinds = [_kind(_resolve(src, b)) for b in schema]
+        if len(kinds) == 2 and kinds.count("null") == 1:
+            # ["null", T] (an optional field): inline, no call; the tuple
+            # notation (branch name, value) goes through the general encoder.
+            other = 1 - kinds.index("null")
+            out.append(f"{ind}if {expr} is None: out.append({kinds.index('null') * 2})")
+            out.append(f"{ind}elif type({expr}) is tuple: {fn}({expr}, out)")
+            out.append(f"{ind}else:")
+            out.append(f"{ind}    out.append({other * 2})")
+            where = f"{path}<{other}>"
+            _gen_encode(src, schema[other], expr, ind + "    ", where, out, indexed)
+        else:
+            out.append(f"{ind}{fn}({expr}, out)")
     elif kind in ("array", "map"):
         fn = _gen_container_encode(src, schema, path)
         out.append(f"{ind}{fn}({expr}, out)")
@@ -415,6 +496,30 @@ def _gen_container_encode(src: _Source, schema: Any, path: str) -> str:
     return fn
 
 
+def _is_flat(src: _Source, schema: Mapping[str, Any]) -> bool:
+    """Whether every field of the record is a primitive, enum or fixed, or
+    an optional one: such a record is written inline in its parent's fast
+    path (no call, and it cannot refer back to itself)."""
+    for field in schema["fields"]:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if _kind(_resolve(src, branch)) in ("record", "union", "array", "map"):
+                return False
+    return True
+
+
+def _gen_fields_indexed(
+    src: _Source, schema: Mapping[str, Any], expr: str, prefix: str, ind: str, out: list[str]
+) -> None:
+    """The fast path's lines for the fields of the record dict ``expr``,
+    each read by indexing into a variable named ``prefix`` + position."""
+    for position, field in enumerate(schema["fields"]):
+        var = f"{prefix}{position}"
+        out.append(f"{ind}{var} = {expr}[{field['name']!r}]")
+        where = f"{schema['name']}.{field['name']}"
+        _gen_encode(src, field["type"], var, ind, where, out, indexed=True)
+
+
 def _gen_record(src: _Source, schema: Mapping[str, Any]) -> tuple[str, str]:
     name = schema["name"]
     if name in src.records:
@@ -424,15 +529,25 @@ def _gen_record(src: _Source, schema: Mapping[str, Any]) -> tuple[str, str]:
     dec_body = [f"def {dec}(data, pos):"]
     enc_body = [f"def {enc}(v, out):"]
     p = src.const(name)
-    enc_body.append("    if type(v) is not dict and not isinstance(v, Mapping):")
+    # A dict holding every field (what the code writes) is read by indexing;
+    # one that leaves a field out is written again from the start below,
+    # where a missing field takes its default, else null (which only a
+    # nullable field accepts), as fastavro does. A KeyError can only come
+    # from this record's own fields: nested records catch their own.
+    enc_body.append("    if type(v) is dict:")
+    enc_body.append("        start = len(out)")
+    enc_body.append("        try:")
+    _gen_fields_indexed(src, schema, "v", "f", "            ", enc_body)
+    enc_body.append("            return")
+    enc_body.append("        except KeyError:")
+    enc_body.append("            del out[start:]")
+    enc_body.append("    elif not isinstance(v, Mapping):")
     enc_body.append(f"        raise _invalid({p}, 'a record', v)")
     names = []
     for position, field in enumerate(schema["fields"]):
         var = f"f{position}"
         names.append((field["name"], var))
         _gen_decode(src, field["type"], var, "    ", f"{name}.{field['name']}", dec_body)
-        # As fastavro: a missing field takes its default, else null (which
-        # only a nullable field accepts).
         default = src.const(field.get("default"))
         enc_body.append(f"    {var} = v.get({field['name']!r}, {default})")
         _gen_encode(src, field["type"], var, "    ", f"{name}.{field['name']}", enc_body)

@@ -60,6 +60,7 @@ class EventType(str, enum.Enum):  # noqa: UP042 -- the agreed API; StrEnum chang
     SCHEMA_SET_PUBLISHED = "SchemaSetPublished"
     LEGAL_HOLD_CHANGED = "LegalHoldChanged"
     ARCHIVE_SEGMENT_SEALED = "ArchiveSegmentSealed"
+    CACHE_READ_BATCH = "CacheReadBatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,36 @@ _PRODUCER = "quotes-svc@19a2f3c4d5e"  # identity@epoch (lowercase hex), as in en
 _TENANT = _h("tenant:acme").hex()  # the tenant's keyed hash, never its id
 _T0 = 1_790_000_000_000_000  # 2026-09-21, microseconds
 
+_READ_HIT: dict[str, Any] = {
+    "key_hash": _h("key:quote:AAPL"),
+    "namespace": "quotes",
+    "contract": "finra_quotes",
+    "outcome": "HIT",
+    "reason": "served",
+    "fingerprint": _h("fp:quote:AAPL:v3"),
+    "version": 3,
+    "freshness": {
+        "age_ms": 420,
+        "max_staleness_ms": 1000,
+        "headroom_ms": 545,
+        "view_lag_ms": 35,
+    },
+    "reader_role": "owner",
+    "node_id": "node-a",
+}
+_READ_MISS: dict[str, Any] = {
+    "key_hash": _h("key:quote:MSFT"),
+    "namespace": "quotes",
+    "contract": "finra_quotes",
+    "outcome": "MISS",
+    "reason": "not_found",
+    "fingerprint": None,
+    "version": None,
+    "freshness": None,
+    "reader_role": "owner",
+    "node_id": "node-a",
+}
+
 # One valid, realistic payload per event type, every field present (so a
 # decoded sample compares equal), every value spelled as the code writes it.
 # Tests and `cachet demo` round-trip these.
@@ -191,23 +222,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "reason": "superseded by version 3",
         "prev_event_hash": _h("event:quote:AAPL:v3"),
     },
-    EventType.CACHE_READ: {
-        "key_hash": _h("key:quote:AAPL"),
-        "namespace": "quotes",
-        "contract": "finra_quotes",
-        "outcome": "HIT",
-        "reason": "served",
-        "fingerprint": _h("fp:quote:AAPL:v3"),
-        "version": 3,
-        "freshness": {
-            "age_ms": 420,
-            "max_staleness_ms": 1000,
-            "headroom_ms": 545,
-            "view_lag_ms": 35,
-        },
-        "reader_role": "owner",
-        "node_id": "node-a",
-    },
+    EventType.CACHE_READ: _READ_HIT,
     EventType.INVALIDATED: {
         "key_hash": _h("key:quote:AAPL"),
         "namespace": "quotes",
@@ -407,6 +422,7 @@ SAMPLE_PAYLOADS: dict[EventType, dict[str, Any]] = {
         "last_timestamp_us": _T0 + 60_000_000,
         "closed_at_us": _T0 + 60_250_000,
     },
+    EventType.CACHE_READ_BATCH: {"node_id": "node-a", "reads": [dict(_READ_HIT), _READ_MISS]},
 }
 
 
@@ -435,4 +451,5 @@ TOPIC_OF_EVENT: dict[EventType, Topic] = {
     EventType.SCHEMA_SET_PUBLISHED: Topic.CONTROL,
     EventType.LEGAL_HOLD_CHANGED: Topic.ERASURE,
     EventType.ARCHIVE_SEGMENT_SEALED: Topic.ARCHIVE,
+    EventType.CACHE_READ_BATCH: Topic.READS,
 }

@@ -60,6 +60,7 @@ __all__ = [
     "WIRE_ENUMS",
     "AuthorityKind",
     "CacheRead",
+    "CacheReadBatch",
     "CacheWritten",
     "ContractDefined",
     "ContractViolation",
@@ -440,6 +441,26 @@ class CacheRead:
             freshness=None if freshness is None else FreshnessProof.from_avro(freshness),
             reader_role=d["reader_role"],
             node_id=d["node_id"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheReadBatch:
+    """Reads of one node, many to a record (topic reads, record key
+    ``node_id``): each item is exactly a :class:`CacheRead`, so read ``i`` is
+    proven by (this event, ``i``) plus the event's inclusion proof."""
+
+    node_id: str
+    reads: tuple[CacheRead, ...]
+
+    def to_avro(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "reads": [r.to_avro() for r in self.reads]}
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        return cls(
+            node_id=d["node_id"],
+            reads=tuple(CacheRead.from_avro(r) for r in d["reads"]),
         )
 
 
@@ -1322,6 +1343,7 @@ PAYLOAD_CLASSES: Final[Mapping[EventType, type[Payload]]] = {
     EventType.SCHEMA_SET_PUBLISHED: SchemaSetPublished,
     EventType.LEGAL_HOLD_CHANGED: LegalHoldChanged,
     EventType.ARCHIVE_SEGMENT_SEALED: ArchiveSegmentSealed,
+    EventType.CACHE_READ_BATCH: CacheReadBatch,
 }
 """The payload class of each event type."""
 

@@ -3,8 +3,11 @@
 ``cachet cab export --event-id ID --out FILE`` reads the control, seals and
 data topics through a verifying consumer until it has verified that event,
 finds the anchor-signed registration of the seal's key set on the control
-topic, and writes the bundle. ``cachet cab verify FILE`` checks a bundle
-offline (no broker), prints every check, and exits 0 only when all pass.
+topic, and writes the bundle. With ``--read-index N`` the event is a
+CacheReadBatch and the bundle a read bundle: it proves read N of the batch
+(the ``event_id`` and ``read_index`` of a row of ``cachet replay reads`` or
+of an export's ``reads`` table). ``cachet cab verify FILE`` checks either
+kind offline (no broker), prints every check, and exits 0 only when all pass.
 
 A bundle brings its own copy of the trust anchor, which proves nothing by
 itself: ``verify`` pins the anchor with ``--anchor-file`` (the anchor's
@@ -37,6 +40,7 @@ from cachet.ledger.cab import (
     CheckOutcome,
     anchor_fingerprint,
     build_bundle,
+    build_read_bundle,
     verify_bundle,
 )
 from cachet.ledger.identity import identity_of
@@ -218,14 +222,19 @@ def export_bundle(
     data_topics: Collection[Topic] = DATA_TOPICS,
     partitions: Mapping[Topic, int] | int = 3,
     timeout_s: float = 30.0,
+    read_index: int | None = None,
 ) -> bytes:
-    """The Cache Attestation Bundle of event ``event_id``, from the live log.
+    """The Cache Attestation Bundle of event ``event_id``, from the live log;
+    with ``read_index``, the read bundle of that read of the CacheReadBatch
+    ``event_id``.
 
     The event is taken only once a verifying consumer (trusting ``anchor``)
     applied it, and the bundle is verified before it is returned. A topic of
     :data:`NOT_EXPORTABLE` in ``data_topics`` is a :class:`CabExportError`,
-    raised before the broker is contacted.
+    raised before the broker is contacted; so is a negative ``read_index``.
     """
+    if read_index is not None and read_index < 0:
+        raise CabExportError(f"read index {read_index}: reads are numbered from 0")
     refused = [t for t in data_topics if t in NOT_EXPORTABLE]
     if refused:
         raise CabExportError(
@@ -238,7 +247,15 @@ def export_bundle(
     )
     payloads = read_registrations(servers, names, codec, partitions, deadline)
     statement, lines = registration_for(applied, payloads, anchor, required)
-    return build_bundle(applied, statement, lines, anchor, required=required)
+    if read_index is None:
+        return build_bundle(applied, statement, lines, anchor, required=required)
+    if applied.event.type is not EventType.CACHE_READ_BATCH:
+        raise CabExportError(
+            f"event {event_id} is a {applied.event.type.value}, not a CacheReadBatch: "
+            "--read-index names a read of a batch (a CacheRead event is proven by its "
+            "event bundle, without --read-index)"
+        )
+    return build_read_bundle(applied, read_index, statement, lines, anchor, required=required)
 
 
 # --- the command line -----------------------------------------------------------
@@ -255,6 +272,13 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         help="write the attestation bundle of one event (reads the broker)",
     )
     e.add_argument("--event-id", required=True, help="the event's id (UUIDv7)")
+    e.add_argument(
+        "--read-index",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write the read bundle of read N of the CacheReadBatch event (from 0)",
+    )
     e.add_argument("--out", type=Path, required=True, help="bundle file to write")
     e.add_argument(
         "--anchor-file",
@@ -307,10 +331,12 @@ def run_export(args: argparse.Namespace) -> int:
         data_topics=topics,
         partitions={t: kafka.partitions_for(t) for t in Topic},
         timeout_s=args.timeout,
+        read_index=args.read_index,
     )
     args.out.write_bytes(data)
     out = {
         "event_id": args.event_id,
+        "read_index": args.read_index,
         "out": str(args.out),
         "bytes": len(data),
         "anchor_key_set_id": anchor.key_set_id,
@@ -319,7 +345,10 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(out)
     else:
-        print(f"wrote {args.out} ({len(data)} bytes) for event {args.event_id}")
+        what = f"event {args.event_id}"
+        if args.read_index is not None:
+            what = f"read {args.read_index} of {what}"
+        print(f"wrote {args.out} ({len(data)} bytes) for {what}")
         print(f"anchor fingerprint: {out['anchor_fingerprint']}  (give this to the auditor)")
     return 0
 
@@ -338,6 +367,15 @@ def _print_report(report: BundleReport) -> None:
             f"event {report.event_id} ({report.event_type}) by {report.producer_id} "
             f"seq {report.producer_seq}, seal {report.seal_seq} leaf "
             f"{report.leaf_index}/{report.tree_size}, sealed at {report.sealed_at_us}"
+        )
+    if report.read_index is not None:
+        print(f"read bundle: read {report.read_index} of the batch")
+    if report.read is not None:
+        r = report.read
+        print(
+            f"read by {r['node_id']} as {r['reader_role']}: {r['outcome']} ({r['reason']}), "
+            f"key {r['key_hash']} in {r['namespace']} under {r['contract']}, "
+            f"version {r['version']}, freshness {r['freshness']}"
         )
     print("VERIFIED" if report.ok else "NOT VERIFIED")
 

@@ -285,6 +285,7 @@ def run_key_history(args: argparse.Namespace) -> int:
             "producer_id": h.producer_id,
             "seal": [h.seal.producer_id, h.seal.seal_seq, h.seal.leaf_index] if h.seal else None,
             "where": f"{h.topic}[{h.partition}]@{h.offset}",
+            "read_index": h.read_index,
             h.value_view.value: h.value.hex() if h.value is not None else None,
         }
         for h in items
@@ -326,6 +327,10 @@ def run_reads(args: argparse.Namespace) -> int:
             "version": r.version,
             "freshness": r.freshness,
             "role": r.reader_role,
+            # What `cachet cab export --event-id ID [--read-index N]` proves.
+            "event_id": r.event_id,
+            "read_index": r.index,
+            "where": f"{r.topic}[{r.partition}]@{r.offset}",
         }
         for r in reads
     ]

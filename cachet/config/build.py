@@ -320,6 +320,7 @@ def build_audit(table: Table) -> AuditConfig:
             {"flush_interval_ms": 1, "flush_interval": 1}, base.flush_interval_ms
         ),
         max_pending_events=table.int_(("max_pending_events",), base.max_pending_events, min=1),
+        batch_max_reads=table.int_(("batch_max_reads",), base.batch_max_reads, min=1),
         archive_dir=table.path(("archive_dir",), base.archive_dir),
         retention_days=retention,
         fingerprint_log=table.opt_path(("fingerprint_log",)),

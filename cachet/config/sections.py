@@ -265,15 +265,21 @@ class ArchiveConfig:
 class AuditConfig:
     """Read auditing, the archive and evidence exports.
 
-    In ``async`` mode a crash can lose at most ``loss_window_ms`` of CacheRead
-    events (those not yet acknowledged); ``sync`` serves only after the
-    broker acknowledged the read's audit event.
+    Reads are written many to a record (CacheReadBatch events of at most
+    ``batch_max_reads`` reads, fewer when the record would exceed the
+    producer's message size limit), flushed by count and by
+    ``flush_interval_ms``. In ``async`` mode a crash can lose at most
+    ``loss_window_ms`` of reads (those buffered, at most
+    ``max_pending_events``, and those not yet acknowledged); ``sync``
+    serves only after the broker acknowledged the read's batch (group
+    commit: concurrent readers share one acknowledgement).
     """
 
     mode: AuditMode = AuditMode.ASYNC
     loss_window_ms: int = 1000
     flush_interval_ms: int = 100
     max_pending_events: int = 10_000
+    batch_max_reads: int = 1000
     archive_dir: Path = Path("./var/archive")
     # FINRA 4511: six years; 2192 days covers any six years, leap days included.
     retention_days: int = 2192

@@ -1,4 +1,4 @@
-"""Cache Attestation Bundles (CAB): one event, provable offline.
+"""Cache Attestation Bundles (CAB): one event, or one read, provable offline.
 
 A bundle carries everything needed to show, with no broker and no Avro
 library, that one event's exact log bytes were sealed by a producer whose
@@ -7,6 +7,11 @@ the seal as its signed note, the producer's key set, the anchor-signed
 registration statement, and the anchor's public key set. The format is
 specified byte by byte in ``docs/cab-format.md``; :mod:`cachet.ledger.cab_format`
 implements it, :func:`verify_bundle` (here) runs every check.
+
+A read bundle (:func:`build_read_bundle`) proves one read of a
+CacheReadBatch event: the bundle of the batch plus the read's index and the
+read itself, which the ``read-in-batch`` step (:mod:`cachet.ledger.cab_read`)
+finds at that index of the sealed batch.
 
 A bundle that brings its own anchor proves nothing by itself (anyone can
 make an anchor and sign a registration with it): the verifier must pin the
@@ -30,7 +35,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cachet.crypto.merkle import inclusion_proof, leaf_hash, verify_inclusion
@@ -48,10 +53,12 @@ from cachet.crypto.seal import (
     verify_header,
 )
 from cachet.ledger.cab_format import (
-    CAB_VERSION,
+    CAB_MAGIC,
+    CAB_READ_VERSION,
     Bundle,
     CabError,
     CabFormatError,
+    ReadClaim,
     Registration,
     decode_bundle,
     encode_bundle,
@@ -72,6 +79,7 @@ __all__ = [
     "CheckResult",
     "anchor_fingerprint",
     "build_bundle",
+    "build_read_bundle",
     "verify_bundle",
 ]
 
@@ -89,13 +97,15 @@ class CabCheck(enum.StrEnum):
     KEY_VALID_AT_SEAL = "key-valid-at-seal"
     INCLUSION = "inclusion"
     ENVELOPE = "event-envelope"
+    READ = "read-in-batch"  # read bundles only
 
 
 class CheckOutcome(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     # Only when an earlier step made this one impossible (a bundle that does
-    # not parse), or the envelope check when no Avro codec is installed.
+    # not parse), or the envelope and read checks when no Avro codec is
+    # installed (a read bundle then does not verify).
     NOT_RUN = "not-run"
 
 
@@ -136,21 +146,12 @@ def _in_scheme_order(kind: str, lines: Sequence[SignatureLine]) -> tuple[Signatu
     return tuple(sorted(lines, key=lambda line: order.index(SignatureScheme(line.algorithm))))
 
 
-def build_bundle(
+def _bundle_of(
     applied: Applied,
     registration_statement: bytes,
     anchor_signatures: Sequence[SignatureLine],
     anchor: KeySet,
-    *,
-    required: Collection[SignatureScheme] = tuple(SignatureScheme),
-) -> bytes:
-    """The bundle for one verified event.
-
-    ``registration_statement`` and ``anchor_signatures`` are the registration
-    of the seal's key set (from its SigningKeyRegistered event). The bundle is
-    verified against ``anchor`` before it is returned: a bundle that would
-    not verify is an error here, never a file handed to an auditor.
-    """
+) -> Bundle:
     seal = applied.seal
     ref = applied.event.seal_ref
     if ref is None:
@@ -168,7 +169,7 @@ def build_bundle(
         registration = parse_registration(registration_statement)
     except CabFormatError as exc:
         raise CabError(f"registration statement: {exc}") from exc
-    bundle = Bundle(
+    return Bundle(
         event_bytes=applied.origin.raw,
         leaf_index=ref.leaf_index,
         tree_size=seal.header.tree_size,
@@ -179,12 +180,57 @@ def build_bundle(
         registration_signatures=_in_scheme_order("registration", anchor_signatures),
         anchor=anchor,
     )
+
+
+def _verified_bytes(
+    bundle: Bundle, what: str, anchor: KeySet, required: Collection[SignatureScheme]
+) -> bytes:
+    """The bundle's bytes, verified against ``anchor``: a bundle that would
+    not verify is an error here, never a file handed to an auditor."""
     data = encode_bundle(bundle)
     report = verify_bundle(data, pinned_anchor=anchor, required=required)
     if not report.ok:
         failed = "; ".join(f"{c.check.value}: {c.detail}" for c in report.failures)
-        raise CabError(f"bundle for event {applied.event.event_id} does not verify: {failed}")
+        raise CabError(f"bundle for {what} does not verify: {failed or 'a check did not run'}")
     return data
+
+
+def build_bundle(
+    applied: Applied,
+    registration_statement: bytes,
+    anchor_signatures: Sequence[SignatureLine],
+    anchor: KeySet,
+    *,
+    required: Collection[SignatureScheme] = tuple(SignatureScheme),
+) -> bytes:
+    """The bundle for one verified event.
+
+    ``registration_statement`` and ``anchor_signatures`` are the registration
+    of the seal's key set (from its SigningKeyRegistered event). The bundle is
+    verified against ``anchor`` before it is returned.
+    """
+    bundle = _bundle_of(applied, registration_statement, anchor_signatures, anchor)
+    return _verified_bytes(bundle, f"event {applied.event.event_id}", anchor, required)
+
+
+def build_read_bundle(
+    applied: Applied,
+    read_index: int,
+    registration_statement: bytes,
+    anchor_signatures: Sequence[SignatureLine],
+    anchor: KeySet,
+    *,
+    required: Collection[SignatureScheme] = tuple(SignatureScheme),
+) -> bytes:
+    """The read bundle for read ``read_index`` of a verified CacheReadBatch
+    event (as :func:`build_bundle`, plus the read section). Raises
+    :class:`CabError` when the event is no batch or has no such read."""
+    from cachet.ledger.cab_read import read_claim
+
+    bundle = _bundle_of(applied, registration_statement, anchor_signatures, anchor)
+    claim = read_claim(bundle.event_bytes, read_index)
+    what = f"read {read_index} of event {applied.event.event_id}"
+    return _verified_bytes(replace(bundle, read=claim), what, anchor, required)
 
 
 # --- verifying ----------------------------------------------------------------
@@ -207,11 +253,15 @@ class BundleReport:
     tree_size: int | None = None
     sealed_at_us: int | None = None
     key_set_id: str | None = None
+    # A read bundle's read: its index in the batch, and the read once proven.
+    read_index: int | None = None
+    read: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
         """True only when every check passed. The envelope check alone may be
-        NOT_RUN (no Avro codec here): it reads the event, it proves nothing."""
+        NOT_RUN (no Avro codec here): it reads the event, it proves nothing.
+        A read bundle's read check may not: which read is proven is its claim."""
         return all(
             c.passed or (c.check is CabCheck.ENVELOPE and c.outcome is CheckOutcome.NOT_RUN)
             for c in self.checks
@@ -240,6 +290,12 @@ class BundleReport:
             "tree_size": self.tree_size,
             "sealed_at_us": self.sealed_at_us,
             "key_set_id": self.key_set_id,
+            # A read bundle's read (an event bundle's report has no such keys).
+            **(
+                {}
+                if self.read_index is None
+                else {"read_index": self.read_index, "read": self.read}
+            ),
         }
 
 
@@ -448,6 +504,19 @@ def _check_envelope(
     )
 
 
+def _check_read(
+    event_bytes: bytes, claim: ReadClaim, codec: EventCodec | None
+) -> tuple[CheckResult, dict[str, Any] | None]:
+    """The read step of a read bundle; NOT_RUN (so not verified) without Avro."""
+    if codec is None:
+        return CheckResult(CabCheck.READ, CheckOutcome.NOT_RUN, "no Avro codec here"), None
+    from cachet.ledger.cab_read import check_read, read_json
+
+    verdict = check_read(event_bytes, claim)
+    shown = None if verdict.read is None else read_json(verdict.read)
+    return _result(CabCheck.READ, verdict.passed, verdict.detail), shown
+
+
 def verify_bundle(
     data: bytes,
     *,
@@ -456,7 +525,8 @@ def verify_bundle(
     required: Collection[SignatureScheme] = tuple(SignatureScheme),
     codec: EventCodec | None = None,
 ) -> BundleReport:
-    """Run every check on a bundle; ``ok`` only if all pass.
+    """Run every check on a bundle (an event bundle, or a read bundle: then
+    also ``read-in-batch``, which needs Avro); ``ok`` only if all pass.
 
     The anchor must be pinned: by ``pinned_anchor`` (the trusted public key
     set; the registration is then verified under it, never under the
@@ -472,13 +542,16 @@ def verify_bundle(
         header, signatures = parse_note(bundle.seal_note)
         registration = parse_registration(bundle.registration)
     except (CabFormatError, NoteFormatError) as exc:
+        # The checks of the kind of bundle the header names (the read check
+        # only for a read bundle), none of which could run.
+        read_bundle = data[: len(CAB_MAGIC) + 2] == CAB_MAGIC + CAB_READ_VERSION.to_bytes(2, "big")
         checks = [_result(CabCheck.PARSE, False, str(exc))] + [
             CheckResult(c, CheckOutcome.NOT_RUN, "the bundle did not parse")
             for c in CabCheck
-            if c is not CabCheck.PARSE
+            if c is not CabCheck.PARSE and (read_bundle or c is not CabCheck.READ)
         ]
         return BundleReport(tuple(checks))
-    checks = [_result(CabCheck.PARSE, True, f"{len(data)} bytes, version {CAB_VERSION}")]
+    checks = [_result(CabCheck.PARSE, True, f"{len(data)} bytes, version {bundle.version}")]
     pin = _check_pin(bundle.anchor, pinned_anchor, pinned_fingerprint)
     checks.append(pin)
     # The trust root is the pinned key set when there is one; the bundle's
@@ -498,8 +571,13 @@ def verify_bundle(
         )
     )
     checks.append(_check_inclusion(bundle, header))
-    envelope, seen = _check_envelope(bundle, header, codec or _default_codec())
+    codec = codec or _default_codec()
+    envelope, seen = _check_envelope(bundle, header, codec)
     checks.append(envelope)
+    read = None
+    if bundle.read is not None:
+        read_result, read = _check_read(bundle.event_bytes, bundle.read, codec)
+        checks.append(read_result)
     return BundleReport(
         tuple(checks),
         anchor_key_set_id=bundle.anchor.key_set_id,
@@ -514,4 +592,6 @@ def verify_bundle(
         tree_size=header.tree_size,
         sealed_at_us=header.sealed_at_us,
         key_set_id=header.key_set_id,
+        read_index=None if bundle.read is None else bundle.read.index,
+        read=read,
     )

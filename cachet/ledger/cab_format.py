@@ -1,8 +1,10 @@
-"""The Cache Attestation Bundle (CAB) byte format, version 1.
+"""The Cache Attestation Bundle (CAB) byte format, versions 1 and 2.
 
-A bundle is ``CACHETCAB``, a 2-byte big-endian version, then seven sections
+A bundle is ``CACHETCAB``, a 2-byte big-endian version, then its sections
 (tag byte, 4-byte big-endian length, value) in the one fixed order of
-:class:`Section`, each exactly once. The inner texts (key sets, signature
+:class:`Section`, each exactly once: the seven of an event bundle (version
+1), or those seven and the read section of a read bundle (version 2: one
+read of a CacheReadBatch event, named by its index). The inner texts (key sets, signature
 lines, the registration statement) are ASCII/UTF-8 lines with one canonical
 form. The format is specified byte by byte in ``docs/cab-format.md``;
 :func:`encode_bundle` and :func:`decode_bundle` implement it.
@@ -38,6 +40,7 @@ from cachet.errors import CachetError
 
 __all__ = [
     "CAB_MAGIC",
+    "CAB_READ_VERSION",
     "CAB_VERSION",
     "KEY_SET_FORMAT",
     "MAX_BUNDLE_BYTES",
@@ -46,6 +49,7 @@ __all__ = [
     "Bundle",
     "CabError",
     "CabFormatError",
+    "ReadClaim",
     "Registration",
     "Section",
     "decode_bundle",
@@ -55,10 +59,12 @@ __all__ = [
     "parse_key_set",
     "parse_registration",
     "parse_signature_lines",
+    "sections_of",
 ]
 
 CAB_MAGIC = b"CACHETCAB"
-CAB_VERSION = 1
+CAB_VERSION = 1  # an event bundle: one event
+CAB_READ_VERSION = 2  # a read bundle: one read of a CacheReadBatch event
 KEY_SET_FORMAT = "cachet.key-set/v1"
 REGISTRATION_FORMAT = "cachet.key-registration/v1"
 # Bounds that keep a hostile bundle from making the parser allocate or loop
@@ -69,6 +75,7 @@ _U64_MAX = 2**63 - 1  # the seal header's integer range (Avro long)
 # The event's seal reference stores its leaf index as an Avro int: a larger
 # index can name no event, so it is refused before any check runs.
 _LEAF_INDEX_MAX = 2**31 - 1
+_U32_MAX = 2**32 - 1
 
 
 class CabError(CachetError):
@@ -89,6 +96,12 @@ class Section(enum.IntEnum):
     REGISTRATION = 0x05
     REGISTRATION_SIGNATURES = 0x06
     ANCHOR_KEY_SET = 0x07
+    READ = 0x08  # read bundles (version 2) only
+
+
+def sections_of(version: int) -> tuple[Section, ...]:
+    """The sections a bundle of ``version`` has, in their one order."""
+    return tuple(s for s in Section if s is not Section.READ or version == CAB_READ_VERSION)
 
 
 # --- the pieces -------------------------------------------------------------
@@ -104,8 +117,19 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadClaim:
+    """The read a read bundle proves: its ``index`` in the event's ``reads``
+    array and ``record``, that read's Avro binary encoding as a
+    ``cachet.events.CacheRead`` of the event's writer schema set."""
+
+    index: int
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Bundle:
-    """A bundle's content; ``encode_bundle`` gives its one byte form."""
+    """A bundle's content; ``encode_bundle`` gives its one byte form. With
+    ``read`` it is a read bundle (version 2), without an event bundle (1)."""
 
     event_bytes: bytes
     leaf_index: int
@@ -116,6 +140,11 @@ class Bundle:
     registration: bytes
     registration_signatures: tuple[SignatureLine, ...]
     anchor: KeySet
+    read: ReadClaim | None = None
+
+    @property
+    def version(self) -> int:
+        return CAB_VERSION if self.read is None else CAB_READ_VERSION
 
 
 def _unb64(kind: str, text: str) -> bytes:
@@ -277,11 +306,19 @@ def _inclusion_bytes(leaf_index: int, tree_size: int, proof: Sequence[bytes]) ->
     return leaf_index.to_bytes(8, "big") + tree_size.to_bytes(8, "big") + b"".join(proof)
 
 
+def _read_bytes(read: ReadClaim) -> bytes:
+    if not 0 <= read.index <= _U32_MAX:
+        raise CabError(f"read index {read.index} out of range [0, {_U32_MAX}]")
+    if not read.record:
+        raise CabError("the read's record is empty")
+    return read.index.to_bytes(4, "big") + read.record
+
+
 def encode_bundle(bundle: Bundle) -> bytes:
     """The bundle's bytes (``docs/cab-format.md``)."""
     data = (
         CAB_MAGIC
-        + CAB_VERSION.to_bytes(2, "big")
+        + bundle.version.to_bytes(2, "big")
         + _section(Section.EVENT, bundle.event_bytes)
         + _section(
             Section.INCLUSION,
@@ -295,6 +332,8 @@ def encode_bundle(bundle: Bundle) -> bytes:
         )
         + _section(Section.ANCHOR_KEY_SET, encode_key_set(bundle.anchor))
     )
+    if bundle.read is not None:
+        data += _section(Section.READ, _read_bytes(bundle.read))
     if len(data) > MAX_BUNDLE_BYTES:
         raise CabError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
     return data
@@ -307,11 +346,16 @@ def _split_sections(data: bytes) -> dict[Section, bytes]:
     if len(data) < head or not hmac.compare_digest(data[: len(CAB_MAGIC)], CAB_MAGIC):
         raise CabFormatError("not a Cache Attestation Bundle (bad magic)")
     version = int.from_bytes(data[len(CAB_MAGIC) : head], "big")
-    if version != CAB_VERSION:
-        raise CabFormatError(f"bundle version {version}; this verifier reads {CAB_VERSION}")
+    if version not in (CAB_VERSION, CAB_READ_VERSION):
+        raise CabFormatError(
+            f"bundle version {version}; this verifier reads {CAB_VERSION} and {CAB_READ_VERSION}"
+        )
     sections: dict[Section, bytes] = {}
     pos = head
-    for expected in Section:  # fixed order, each once: no duplicates, no extras
+    # Fixed order, each once: no duplicates, no extras; a version 1 bundle
+    # with a read section has trailing bytes, a version 2 one without it is
+    # truncated (a read bundle cannot pass for an event bundle, nor the reverse).
+    for expected in sections_of(version):
         if len(data) - pos < 5:
             raise CabFormatError(f"truncated before section {expected.name}")
         found = data[pos]
@@ -355,6 +399,12 @@ def decode_bundle(data: bytes) -> Bundle:
         raise CabFormatError(f"seal note: {exc}") from exc
     _canonical_lines("seal note", note_lines)
     parse_registration(s[Section.REGISTRATION])
+    read = None
+    if Section.READ in s:
+        value = s[Section.READ]
+        if len(value) < 5:
+            raise CabFormatError("read section is not a 4-byte index and a record of 1+ bytes")
+        read = ReadClaim(int.from_bytes(value[:4], "big"), value[4:])
     return Bundle(
         event_bytes=s[Section.EVENT],
         leaf_index=leaf_index,
@@ -365,4 +415,5 @@ def decode_bundle(data: bytes) -> Bundle:
         registration=s[Section.REGISTRATION],
         registration_signatures=parse_signature_lines(s[Section.REGISTRATION_SIGNATURES]),
         anchor=parse_key_set(s[Section.ANCHOR_KEY_SET]),
+        read=read,
     )

@@ -8,11 +8,20 @@ table ends with the provenance columns (:data:`~.tables.PROVENANCE`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cachet.materializers.evidence.finra import FinraProfile, contract_definition
 from cachet.materializers.evidence.history import History
-from cachet.materializers.evidence.tables import PROVENANCE, ColumnType, Table, col, provenance
+from cachet.materializers.evidence.records import EvidenceRecord
+from cachet.materializers.evidence.tables import (
+    PROVENANCE,
+    READ_INDEX,
+    ColumnType,
+    Table,
+    col,
+    provenance,
+)
 from cachet.schemas.payloads import TransitionAuthority
 
 __all__ = ["examination_tables", "fingerprint_log", "key_events_table"]
@@ -139,20 +148,30 @@ def fingerprint_log(history: History, contract: str | None = None) -> Table:
     first: the examination's (``contract`` given: that contract's, by
     namespace) and the SOC 2 processing-integrity log (every contract)."""
     rows: list[tuple[Any, ...]] = []
-    for r in history.in_window(history.writes + history.reads):
-        p = r.event.payload
+    # (record, the read's index or None, the write's or the read's fields, operation, actor)
+    named: list[tuple[EvidenceRecord, int | None, Mapping[str, Any], str, str]] = [
+        (w, None, w.event.payload, "write", w.event.producer_id)
+        for w in history.in_window(history.writes)
+    ]
+    named += [
+        (
+            r.record,
+            r.index,
+            r.payload,
+            "read_hit" if r.payload["outcome"] == "HIT" else "read_miss",
+            f"{r.payload['reader_role']}@{r.payload['node_id']}",
+        )
+        for r in history.in_window(history.reads)
+    ]
+    for record, index, p, operation, actor in named:
         if p.get("fingerprint") is None or (contract is not None and p["contract"] != contract):
             continue
-        if r.event.type.value == "CacheWritten":
-            operation, actor = "write", r.event.producer_id
-        else:
-            operation = "read_hit" if p["outcome"] == "HIT" else "read_miss"
-            actor = f"{p['reader_role']}@{p['node_id']}"
         # Under one contract its name says nothing: the namespace does.
         scope = p["namespace"] if contract is not None else p["contract"]
         cells = (operation, p["fingerprint"].hex(), p["key_hash"].hex(), scope, p.get("version"))
-        rows.append((*cells, actor, *provenance(r)))
-    rows.sort(key=lambda row: (row[7], row[8]))  # occurred_at_us, event_id
+        rows.append((*cells, actor, *provenance(record), index))
+    # occurred_at_us, event_id, then a batch's reads in batch order
+    rows.sort(key=lambda row: (row[7], row[8], -1 if row[-1] is None else row[-1]))
     columns = (
         col("operation", S, "write, read_hit or read_miss"),
         col("fingerprint", S, "SHA3-256 computation fingerprint"),
@@ -171,13 +190,13 @@ def fingerprint_log(history: History, contract: str | None = None) -> Table:
             "fingerprint_log",
             "Every write and every read that named a computation fingerprint.",
         )
-    return Table.of(name, "Fingerprint log", about, columns + PROVENANCE, rows)
+    return Table.of(name, "Fingerprint log", about, (*columns, *PROVENANCE, READ_INDEX), rows)
 
 
 def _reads(history: History, contract: str) -> Table:
     rows: list[tuple[Any, ...]] = []
     for r in history.in_window(history.reads):
-        p = r.event.payload
+        p = r.payload
         if p["contract"] != contract:
             continue
         f = p.get("freshness") or {}
@@ -195,7 +214,8 @@ def _reads(history: History, contract: str) -> Table:
                 f.get("view_lag_ms"),
                 p["reader_role"],
                 p["node_id"],
-                *provenance(r),
+                *provenance(r.record),
+                r.index,
             )
         )
     columns = (
@@ -216,7 +236,7 @@ def _reads(history: History, contract: str) -> Table:
         "reads",
         "Reads served",
         "Every read under the contract, hit or miss, with its freshness proof.",
-        columns + PROVENANCE,
+        (*columns, *PROVENANCE, READ_INDEX),
         rows,
     )
 

@@ -5,15 +5,22 @@ keeps what any export needs: every event up to the window's end (history
 before the window says which contract and which keys were in force when it
 opened, and which contract a key's later transitions belong to), sorted
 into kinds. Events after the window are not kept.
+
+Reads are kept one by one (:class:`~.records.ReadRecord`): a CacheRead event
+is one read, a CacheReadBatch event each of its reads, in batch order
+(:func:`cachet.ledger.reads.audited_reads`), so every export counts and
+lists reads, never read events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from cachet.materializers.evidence.records import EvidenceRecord, Window
-from cachet.schemas.events import EventType
+from cachet.ledger.reads import READ_EVENT_TYPES, audited_reads
+from cachet.materializers.evidence.records import EvidenceRecord, ReadRecord, Window
+from cachet.schemas.events import Event, EventType
 
 __all__ = ["ALERT_TYPES", "KEY_EVENT_TYPES", "History", "collect"]
 
@@ -29,6 +36,14 @@ ALERT_TYPES = frozenset(
 )
 
 
+class _Timed(Protocol):
+    @property
+    def event(self) -> Event: ...
+
+
+_T = TypeVar("_T", bound=_Timed)
+
+
 @dataclass(slots=True)
 class History:
     """Verified events up to ``window.to_us``, by kind, in event-time order."""
@@ -37,7 +52,7 @@ class History:
     writes: list[EvidenceRecord] = field(default_factory=list)
     transitions: list[EvidenceRecord] = field(default_factory=list)
     invalidations: list[EvidenceRecord] = field(default_factory=list)
-    reads: list[EvidenceRecord] = field(default_factory=list)
+    reads: list[ReadRecord] = field(default_factory=list)
     violations: list[EvidenceRecord] = field(default_factory=list)
     alerts: list[EvidenceRecord] = field(default_factory=list)
     key_events: list[EvidenceRecord] = field(default_factory=list)
@@ -51,7 +66,7 @@ class History:
     registry: list[EvidenceRecord] = field(default_factory=list)
     seen: int = 0
 
-    def in_window(self, records: Iterable[EvidenceRecord]) -> list[EvidenceRecord]:
+    def in_window(self, records: Iterable[_T]) -> list[_T]:
         return [r for r in records if r.event.occurred_at_us in self.window]
 
     def contract_of_key(self) -> dict[tuple[bytes, int], str]:
@@ -70,7 +85,6 @@ _BUCKET = {
     EventType.CACHE_WRITTEN: "writes",
     EventType.STATE_TRANSITIONED: "transitions",
     EventType.INVALIDATED: "invalidations",
-    EventType.CACHE_READ: "reads",
     EventType.CONTRACT_VIOLATION: "violations",
     EventType.CONTRACT_DEFINED: "contracts",
     EventType.ROLE_GRANTED: "role_grants",
@@ -88,6 +102,10 @@ def _order(record: EvidenceRecord) -> tuple[int, str, int, int]:
     return (record.event.occurred_at_us, record.topic.value, record.partition, record.offset)
 
 
+def _read_order(read: ReadRecord) -> tuple[int, str, int, int, int]:
+    return (*_order(read.record), -1 if read.index is None else read.index)
+
+
 def collect(
     records: Iterable[EvidenceRecord],
     window: Window,
@@ -103,11 +121,17 @@ def collect(
             history.registry.append(record)
         if record.event.occurred_at_us >= window.to_us:
             continue
+        if record.event.type in READ_EVENT_TYPES:
+            history.reads.extend(
+                ReadRecord(record, read.index, read.payload) for read in audited_reads(record.event)
+            )
+            continue
         bucket = _BUCKET.get(record.event.type)
         if bucket is not None:
             getattr(history, bucket).append(record)
     for name in {*_BUCKET.values(), "registry"}:
         getattr(history, name).sort(key=_order)
+    history.reads.sort(key=_read_order)
     if progress is not None:
         progress(history.seen)
     return history

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from cachet.crypto.merkle import leaf_hash
 from cachet.materializers.evidence.errors import WindowError
@@ -30,6 +30,7 @@ __all__ = [
     "EvidenceRecord",
     "EvidenceSource",
     "UNSEALED_STATUSES",
+    "ReadRecord",
     "RefusedRecord",
     "SealProof",
     "VerificationSummary",
@@ -85,6 +86,23 @@ class EvidenceRecord:
     def leaf_hash(self) -> bytes:
         """SHA3-256(0x00 || raw): the Merkle leaf the seal signed."""
         return leaf_hash(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecord:
+    """One audited read and the verified record that holds it: a CacheRead
+    event (``index`` None: the event is the read) or a CacheReadBatch
+    (``index``: the read's position in its ``reads``). ``payload`` is the
+    read's CacheRead record; the record's provenance (event id, offset, seal,
+    leaf hash) plus ``index`` is what a read bundle is exported from."""
+
+    record: EvidenceRecord
+    index: int | None
+    payload: Mapping[str, Any]
+
+    @property
+    def event(self) -> Event:
+        return self.record.event
 
 
 # Statuses of a record no verified seal covered (the verifier's and the replay's names).

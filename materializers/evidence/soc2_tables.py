@@ -103,12 +103,7 @@ def role_grants_table(history: History) -> Table:
 
 def reads_by_role_table(history: History) -> Table:
     counts = Counter(
-        (
-            r.event.payload["reader_role"],
-            r.event.payload["contract"],
-            r.event.payload["outcome"],
-            r.event.payload["reason"],
-        )
+        (r.payload["reader_role"], r.payload["contract"], r.payload["outcome"], r.payload["reason"])
         for r in history.in_window(history.reads)
     )
     rows = [(*k, n) for k, n in sorted(counts.items())]
@@ -160,7 +155,7 @@ def freshness_table(history: History) -> Table:
     hits: dict[str, list[dict[str, Any]]] = defaultdict(list)
     misses: Counter[str] = Counter()
     for r in history.in_window(history.reads):
-        p = r.event.payload
+        p = r.payload
         if p["outcome"] == "HIT" and p.get("freshness"):
             hits[p["contract"]].append(p["freshness"])
         elif p["outcome"] != "HIT":

@@ -6,6 +6,8 @@ Every row of an event table ends with the same provenance columns
 (:data:`PROVENANCE`): when the event happened, which event it is, where it
 sat in the log and which verified seal covers it, so an examiner can ask
 for the attestation bundle of any row (``cachet cab export --event-id``).
+A row of a read adds :data:`READ_INDEX` after them: the read's place in its
+CacheReadBatch (``cachet cab export --event-id ... --read-index ...``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cachet.materializers.evidence.records import EvidenceRecord, iso
 
 __all__ = [
     "PROVENANCE",
+    "READ_INDEX",
     "Column",
     "ColumnType",
     "Table",
@@ -92,6 +95,15 @@ PROVENANCE: tuple[Column, ...] = (
     col("leaf_index", L, "the event's leaf in that seal's Merkle tree", null=True),
     col("seal_key_set_id", S, "the producer key set that signed the seal", null=True),
     col("leaf_hash", S, "SHA3-256(0x00 || exact log bytes), hex"),
+)
+
+
+READ_INDEX = col(
+    "read_index",
+    L,
+    "the read's index in its CacheReadBatch event (null: a CacheRead event, "
+    "which is the read itself; null for a write)",
+    null=True,
 )
 
 

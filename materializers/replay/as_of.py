@@ -9,8 +9,10 @@ view's own apply logic (:mod:`cachet.materializers.replay.scratch`). Hence:
 * the state hash is the live view's (``ViewStore.state_hash``): for TIME =
   now it equals a live node's, and every run of the same log gives the same
   hash;
-* the reads served up to TIME are the verified CacheRead events up to the
-  cut, each with its outcome and freshness proof;
+* the reads served up to TIME are the reads of the verified read events up
+  to the cut (each CacheRead event, each read of a CacheReadBatch:
+  :mod:`cachet.ledger.reads`), each with its outcome, its freshness proof and
+  its place (event, index in the batch);
 * each entry's freshness is judged relative to TIME by the contract in force
   then (the last verified ContractDefined up to TIME; the config's contract
   when the log defines none).
@@ -34,6 +36,7 @@ from pathlib import Path
 from cachet.config import CachetConfig
 from cachet.freshness import freshness_proof
 from cachet.ledger.checkpoint import VerifierCheckpoint
+from cachet.ledger.reads import READ_EVENT_TYPES, AuditedRead, audited_reads
 from cachet.materializers.replay.errors import ReplayWorkDirError
 from cachet.materializers.replay.scratch import ScratchView
 from cachet.materializers.replay.source import ReplaySource
@@ -46,8 +49,8 @@ from cachet.materializers.replay.verified import (
 )
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
-from cachet.schemas.payloads import FRESHNESS_CONFIRMED, CacheRead
+from cachet.schemas.events import Event, EventType
+from cachet.schemas.payloads import FRESHNESS_CONFIRMED
 from cachet.topics import Topic
 
 __all__ = ["EntryAt", "ReadServed", "ReplayResult", "replay_as_of"]
@@ -106,7 +109,12 @@ class EntryAt:
 
 @dataclass(frozen=True, slots=True)
 class ReadServed:
-    """A verified CacheRead up to TIME: who read what, the outcome, the proof."""
+    """A verified read: who read what, the outcome, the freshness proof, and
+    where it is in the log. ``topic``, ``partition``, ``offset`` and
+    ``event_id`` name the event that holds it; ``index`` is its position in
+    that CacheReadBatch (None: the event is a CacheRead, the read itself).
+    ``occurred_at_us`` is the event's time: for a batch, when the node
+    flushed it, at most its audit flush interval after the read."""
 
     occurred_at_us: int
     node_id: str
@@ -122,6 +130,39 @@ class ReadServed:
     topic: str
     partition: int
     offset: int
+    event_id: str
+    index: int | None
+
+    @classmethod
+    def of(
+        cls, event: Event, audited: AuditedRead, topic: str, partition: int, offset: int
+    ) -> ReadServed:
+        """The read ``audited`` of ``event``, found at ``topic[partition]@offset``."""
+        r = audited.read
+        return cls(
+            occurred_at_us=event.occurred_at_us,
+            node_id=r.node_id,
+            reader_role=r.reader_role,
+            key_hash=r.key_hash,
+            namespace=r.namespace,
+            contract=r.contract,
+            outcome=r.outcome.name,
+            reason=r.reason,
+            version=r.version,
+            freshness=None if r.freshness is None else r.freshness.to_avro(),
+            producer_id=event.producer_id,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            event_id=event.event_id,
+            index=audited.index,
+        )
+
+    @property
+    def order(self) -> tuple[int, str, int, int, int]:
+        """Event time, then place in the log, then place in the batch."""
+        index = -1 if self.index is None else self.index
+        return (self.occurred_at_us, self.topic, self.partition, self.offset, index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +268,9 @@ class _Run:
         if self.view.apply(v) and event.type is EventType.CACHE_WRITTEN and v.seal is not None:
             key = f"{_WRITER}{event.payload['key_hash'].hex()}/{event.payload['version']}"
             self.meta[key] = json.dumps([v.seal.producer_id, v.seal.seal_seq]).encode()
-        elif event.type is EventType.CACHE_READ and v.topic == self._reads_topic:
+        elif event.type in READ_EVENT_TYPES and v.topic == self._reads_topic:
+            # The event's exact bytes, once: a batch is expanded into its
+            # reads when the result is read (_reads).
             name, raw = _read_row(v)
             self.meta[name] = raw
         elif event.type is EventType.CONTRACT_DEFINED:
@@ -297,23 +340,8 @@ def _reads(view: ScratchView, codec: EventCodec) -> Iterator[ReadServed]:
     for name, raw in sorted(view.store.meta_rows(_READ).items()):
         topic, partition, offset = name[len(_READ) :].split("/", 1)[1].rsplit("/", 2)
         event = codec.decode(raw)
-        r = CacheRead.from_avro(event.payload)
-        yield ReadServed(
-            occurred_at_us=event.occurred_at_us,
-            node_id=r.node_id,
-            reader_role=r.reader_role,
-            key_hash=r.key_hash,
-            namespace=r.namespace,
-            contract=r.contract,
-            outcome=r.outcome.name,
-            reason=r.reason,
-            version=r.version,
-            freshness=None if r.freshness is None else r.freshness.to_avro(),
-            producer_id=event.producer_id,
-            topic=topic,
-            partition=int(partition),
-            offset=int(offset),
-        )
+        for audited in audited_reads(event):
+            yield ReadServed.of(event, audited, topic, int(partition), int(offset))
 
 
 def _open_view(

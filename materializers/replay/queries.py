@@ -1,11 +1,13 @@
 """The questions an examiner asks of the verified log.
 
 * :func:`key_history`: every verified event of one key (writes, state
-  changes, invalidations, reads), with the value as the asking role may see
+  changes, invalidations, reads: each read of a CacheReadBatch is an item of
+  its own, with its index), with the value as the asking role may see
   it: a Regulator or Auditor gets the value's commitment (to check inclusion
   without the plaintext), an Owner gets the plaintext only when it asks for
   it and supplies the means to open it (``reveal``); nobody else gets either.
-* :func:`reads_by_node`: every read one node served (hit or miss) in a window.
+* :func:`reads_by_node`: every read one node served (hit or miss) in a window,
+  from CacheRead events and from the CacheReadBatch events that replaced them.
 * :func:`violations`: every ContractViolation of one contract in a window.
 
 Each reads the source through :func:`~cachet.materializers.replay.verified.iter_verified`,
@@ -15,11 +17,13 @@ up to the window's end: nothing unverified is ever returned.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cachet.config.enums import Role
 from cachet.crypto.identifiers import same_identifier
+from cachet.ledger.reads import READ_EVENT_TYPES, audited_reads
 from cachet.materializers.replay.as_of import ReadServed
 from cachet.materializers.replay.errors import ReplayError
 from cachet.materializers.replay.source import ReplaySource
@@ -31,7 +35,7 @@ from cachet.materializers.replay.verified import (
     iter_verified,
 )
 from cachet.schemas.events import EventType
-from cachet.schemas.payloads import CacheRead, CacheWritten, ContractViolation
+from cachet.schemas.payloads import CacheWritten, ContractViolation
 from cachet.topics import Topic
 
 __all__ = [
@@ -51,7 +55,6 @@ _KEY_EVENTS = frozenset(
         EventType.CACHE_WRITTEN,
         EventType.STATE_TRANSITIONED,
         EventType.INVALIDATED,
-        EventType.CACHE_READ,
     }
 )
 
@@ -66,7 +69,11 @@ class ValueView(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class HistoryItem:
-    """One verified event of a key: what happened, when, sealed by whom."""
+    """One verified event of a key: what happened, when, sealed by whom.
+
+    A read in a CacheReadBatch is an item of its own: ``event_type`` is the
+    batch's, ``read_index`` its position in the batch (None for every other
+    item, a CacheRead event included: the event is the read)."""
 
     occurred_at_us: int
     event_type: EventType
@@ -79,6 +86,7 @@ class HistoryItem:
     offset: int
     value_view: ValueView = ValueView.NONE
     value: bytes | None = None  # the commitment or the plaintext, per ``value_view``
+    read_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +125,37 @@ def _detail(v: VerifiedEvent) -> tuple[int | None, str]:
         return p["version"], f"written (contract {p['contract']})"
     if t is EventType.STATE_TRANSITIONED:
         return p["version"], f"{p['from_state']} -> {p['to_state']}: {p['reason']}"
-    if t is EventType.INVALIDATED:
-        return p.get("version"), f"invalidated ({p['mode']}): {p['reason']}"
-    return p.get(
-        "version"
-    ), f"read by {p['node_id']} as {p['reader_role']}: {p['outcome']} ({p['reason']})"
+    return p.get("version"), f"invalidated ({p['mode']}): {p['reason']}"
+
+
+def _read_detail(p: Mapping[str, Any]) -> str:
+    return f"read by {p['node_id']} as {p['reader_role']}: {p['outcome']} ({p['reason']})"
+
+
+def _of_key(p: Mapping[str, Any], key_hash: bytes, namespace: str | None) -> bool:
+    if not same_identifier(p.get("key_hash"), key_hash):
+        return False
+    return namespace is None or p.get("namespace") == namespace
+
+
+def _read_items(v: VerifiedEvent, key_hash: bytes, namespace: str | None) -> Iterator[HistoryItem]:
+    """The reads of ``key_hash`` a read event holds, one item each."""
+    for audited in audited_reads(v.event):
+        p = audited.payload
+        if not _of_key(p, key_hash, namespace):
+            continue
+        yield HistoryItem(
+            v.occurred_at_us,
+            v.event.type,
+            p.get("version"),
+            _read_detail(p),
+            v.event.producer_id,
+            v.seal,
+            v.topic,
+            v.partition,
+            v.offset,
+            read_index=audited.index,
+        )
 
 
 def key_history(
@@ -142,9 +176,10 @@ def key_history(
     out: list[HistoryItem] = []
     for v in iter_verified(source, trust=trust, until_us=until_us, on_refused=on_refused):
         p = v.event.payload
-        if v.event.type not in _KEY_EVENTS or not same_identifier(p.get("key_hash"), key_hash):
+        if v.event.type in READ_EVENT_TYPES:
+            out.extend(_read_items(v, key_hash, namespace))
             continue
-        if namespace is not None and p.get("namespace") != namespace:
+        if v.event.type not in _KEY_EVENTS or not _of_key(p, key_hash, namespace):
             continue
         version, detail = _detail(v)
         shown, value = ValueView.NONE, None
@@ -172,7 +207,15 @@ def key_history(
                 value,
             )
         )
-    out.sort(key=lambda h: (h.occurred_at_us, h.topic, h.partition, h.offset))
+    out.sort(
+        key=lambda h: (
+            h.occurred_at_us,
+            h.topic,
+            h.partition,
+            h.offset,
+            -1 if h.read_index is None else h.read_index,
+        )
+    )
     return out
 
 
@@ -200,34 +243,17 @@ def reads_by_node(
     on_refused: Callable[[Refusal], None] | None = None,
 ) -> list[ReadServed]:
     """Every verified read ``node_id`` served (hits and misses) with event
-    time in ``[from_us, to_us]``, in event-time order."""
+    time in ``[from_us, to_us]``, in event-time order (a batch's reads in
+    batch order), each with its event and its index in the batch."""
     reads_topic = source.names(Topic.READS)
     out = []
     for v in _window(source, trust, from_us, to_us, on_refused):
-        if v.event.type is not EventType.CACHE_READ or v.topic != reads_topic:
+        if v.event.type not in READ_EVENT_TYPES or v.topic != reads_topic:
             continue
-        r = CacheRead.from_avro(v.event.payload)
-        if r.node_id != node_id:
-            continue
-        out.append(
-            ReadServed(
-                occurred_at_us=v.occurred_at_us,
-                node_id=r.node_id,
-                reader_role=r.reader_role,
-                key_hash=r.key_hash,
-                namespace=r.namespace,
-                contract=r.contract,
-                outcome=r.outcome.name,
-                reason=r.reason,
-                version=r.version,
-                freshness=None if r.freshness is None else r.freshness.to_avro(),
-                producer_id=v.event.producer_id,
-                topic=v.topic,
-                partition=v.partition,
-                offset=v.offset,
-            )
-        )
-    out.sort(key=lambda r: (r.occurred_at_us, r.partition, r.offset))
+        for audited in audited_reads(v.event):
+            if audited.payload["node_id"] == node_id:
+                out.append(ReadServed.of(v.event, audited, v.topic, v.partition, v.offset))
+    out.sort(key=lambda r: r.order)
     return out
 
 

@@ -1,7 +1,8 @@
 """``cachet bench replay``: verified replay throughput vs a plain consume.
 
-A sealing producer writes N events (cache writes and reads, realistic
-payloads, sealed in batches by ML-DSA-65 + FN-DSA-512 + SLH-DSA-SHA2-128f)
+A sealing producer writes N events (cache writes and, as nodes log reads
+since schema set v4, CacheReadBatch events of :data:`READS_PER_BATCH` reads;
+realistic payloads, sealed in batches by ML-DSA-65 + FN-DSA-512 + SLH-DSA-SHA2-128f)
 through a fresh embedded broker; the archive consumer writes them to
 segment files. Then, in the same run, over the same records:
 
@@ -11,7 +12,8 @@ segment files. Then, in the same run, over the same records:
   seal's three signatures, every leaf hash and every log-order check, from
   the archive and from the broker;
 * ``as_of``: :func:`~cachet.materializers.replay.as_of.replay_as_of`, the
-  verified replay applied to a scratch live view in RocksDB (the state).
+  verified replay applied to a scratch live view in RocksDB (the state), and
+  every read served: the run checks that each read written is listed once.
 
 ``ratio`` = verified replay / plain consume, from the archive (1.0 would
 mean verification is free). The aim is 100,000 verified events/s from the
@@ -33,6 +35,7 @@ from confluent_kafka import Producer
 
 from cachet.config import CachetConfig, default_config
 from cachet.crypto.seal import PrivateKeySet
+from cachet.errors import CachetError
 from cachet.kafka.control import publish_control
 from cachet.kafka.settings import producer_settings
 from cachet.ledger.registration import registration_payload
@@ -53,12 +56,18 @@ from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from cachet.topics import TopicNames
 
 IDENTITY = "bench-replay"
+READS_PER_BATCH = 32
+
+
+class BenchCheckError(CachetError):
+    """The replay did not give back what was written."""
 
 
 def _write(
     servers: str, names: TopicNames, keys: PrivateKeySet, anchor: PrivateKeySet, n: int
 ) -> int:
-    """N sealed events: 3 writes per read, keys spread over the partitions."""
+    """N sealed events: 3 writes per CacheReadBatch, keys spread over the
+    partitions. Returns the number of reads written."""
     codec = EventCodec()
     publish_control(
         Producer(producer_settings(servers)),
@@ -76,11 +85,23 @@ def _write(
         SealingSettings(batch_max_events=256, batch_max_ms=50),
     )
     written, read = SAMPLE_PAYLOADS[EventType.CACHE_WRITTEN], SAMPLE_PAYLOADS[EventType.CACHE_READ]
+    node = read["node_id"]
+    reads = 0
     try:
         for i in range(n):
             key_hash = (i % 997).to_bytes(32, "big")
             if i % 4 == 3:
-                sp.emit(EventType.CACHE_READ, {**read, "key_hash": key_hash}, key=key_hash)
+                batch = [
+                    {**read, "key_hash": ((i + j) % 997).to_bytes(32, "big")}
+                    for j in range(READS_PER_BATCH)
+                ]
+                # Keyed by node, as the read audit keys its batches.
+                sp.emit(
+                    EventType.CACHE_READ_BATCH,
+                    {"node_id": node, "reads": batch},
+                    key=node.encode(),
+                )
+                reads += len(batch)
             else:
                 sp.emit(
                     EventType.CACHE_WRITTEN,
@@ -90,7 +111,7 @@ def _write(
         sp.flush(120)
     finally:
         sp.close()
-    return n
+    return reads
 
 
 def _archive(servers: str, names: TopicNames, directory: Path, want: dict) -> None:
@@ -140,7 +161,7 @@ def run(quick: bool = False, config: CachetConfig | None = None) -> dict[str, An
     trust = ReplayTrust(anchor.public(), frozenset(config.attestation.schemes))
     with bench_broker(None) as (servers, names), tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        _write(servers, names, keys, anchor, n)
+        reads_written = _write(servers, names, keys, anchor, n)
         write_s = time.perf_counter() - t0
         broker = BrokerSource(servers, names)
         ends = {
@@ -158,7 +179,7 @@ def run(quick: bool = False, config: CachetConfig | None = None) -> dict[str, An
         b_replay_n, b_replay_s, _, b_refused = _verified(broker, trust)
         view_config = replace(config, kafka=replace(config.kafka, topic_prefix=names.prefix))
         start = time.perf_counter()
-        replay_as_of(
+        state = replay_as_of(
             archive,
             time.time_ns() // 1000,
             work_dir=Path(tmp) / "work",
@@ -166,11 +187,15 @@ def run(quick: bool = False, config: CachetConfig | None = None) -> dict[str, An
             trust=trust,
         )
         as_of_s = time.perf_counter() - start
+    if len(state.reads) != reads_written:
+        raise BenchCheckError(f"{reads_written} reads written, {len(state.reads)} replayed")
     replay_rate = replay_n / replay_s
     plain_rate = plain_n / plain_s
     return {
         "quick": quick,
         "events_written": n,
+        "reads_written": reads_written,
+        "reads_replayed": len(state.reads),
         "records": records,
         "write_s": write_s,
         "cpus": os.cpu_count(),
@@ -195,7 +220,8 @@ def format_report(r: dict[str, Any]) -> str:
         [
             "cachet bench replay" + (" (quick)" if r["quick"] else ""),
             f"{r['events_written']} sealed events ({r['records']} records with seals and "
-            f"control), {r['refused']} refused",
+            f"control), {r['refused']} refused; {r['reads_written']} reads in CacheReadBatch "
+            f"events, {r['reads_replayed']} replayed",
             f"{'source':>8} {'plain decode/s':>15} {'verified/s':>12} {'ratio':>6}",
             f"{'archive':>8} {r['plain_events_per_s']:>15,.0f} {r['replay_events_per_s']:>12,.0f} "
             f"{r['ratio']:>6.2f}",

@@ -48,7 +48,7 @@ from cachet.crypto.seal import (
 )
 from cachet.crypto.signing import key_id
 from cachet.ledger.cab import CabCheck, anchor_fingerprint, build_bundle
-from cachet.ledger.cab_format import CAB_MAGIC, Section
+from cachet.ledger.cab_format import CAB_MAGIC, CAB_VERSION, Section, sections_of
 from cachet.ledger.identity import GENESIS_SEAL_HASH, epoch_producer_id, identity_of
 from cachet.ledger.verifier import Applied, IntegrityStatus, Outcome
 from cachet.schemas.codec import EventCodec
@@ -507,7 +507,7 @@ def add_expectations(vectors: dict[str, Any], codec: EventCodec) -> None:
 def _sections(data: bytes) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     pos = len(CAB_MAGIC) + 2
-    for section in Section:
+    for section in sections_of(CAB_VERSION):  # an event bundle
         length = int.from_bytes(data[pos + 1 : pos + 5], "big")
         out.append(
             {"tag": int(section), "name": section.name.lower(), "offset": pos + 5, "length": length}

@@ -143,5 +143,6 @@ def test_sync_audit_returns_after_its_read_record_is_acknowledged(
     assert not r.hit and node.audit.emitted == 1
     # Acknowledged before the read returned: the record is in the log now.
     reads = [e for _, e in read_events(bootstrap_servers, topics, Topic.READS)]
-    assert [e.type for e in reads] == [EventType.CACHE_READ]
-    assert reads[0].payload["outcome"] == "MISS" and node.audit.problems() == ()
+    assert [e.type for e in reads] == [EventType.CACHE_READ_BATCH]
+    (read,) = reads[0].payload["reads"]
+    assert read["outcome"] == "MISS" and node.audit.problems() == ()

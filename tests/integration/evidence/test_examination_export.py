@@ -25,6 +25,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
+import fastavro
 import pytest
 from confluent_kafka import Producer
 
@@ -149,6 +150,8 @@ def test_examination_export_opens_in_chromium_and_verifies_offline(
         revocation_payload("retired-node", other_keys.key_set_id, t1, "key-compromise", anchor),
     )
     node.close()  # flushes the read audit
+    audited = node.audit.acknowledged  # reads (not events) the broker acknowledged
+    assert audited >= 6 and node.audit.failed == 0
     stop.set()
     ticking.join(5)
     ticker_producer.close()
@@ -171,6 +174,14 @@ def test_examination_export_opens_in_chromium_and_verifies_offline(
     )
     assert source.summary.ok, source.summary.refused_by_status()
     rows = result.rows
+    # Every read is a row (the node logs them many to a CacheReadBatch), each
+    # once, named by its batch event and its index there.
+    assert rows["reads"] == audited
+    with (out / "tables" / "reads.avro").open("rb") as f:
+        places = [(r["event_id"], r["read_index"]) for r in fastavro.reader(f)]
+    assert len(set(places)) == len(places) == audited
+    assert all(index is not None for _, index in places)
+    assert len({event for event, _ in places}) < audited, "reads share batch events"
     assert rows["violations"] >= 1 and rows["supervisory_review"] == rows["violations"]
     assert rows["key_events"] >= 3  # node-1, the exporter, retired-node registered; one revoked
     profile = result.manifest["parameters"]["contract"]

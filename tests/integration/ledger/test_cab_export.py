@@ -15,8 +15,9 @@ from cachet.cli.cab import CabExportError, export_bundle
 from cachet.cli.main import main
 from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.ledger.anchor import anchor_to_json
-from cachet.ledger.cab import CabCheck, anchor_fingerprint, verify_bundle
+from cachet.ledger.cab import CabCheck, CabError, anchor_fingerprint, verify_bundle
 from cachet.ledger.cab_format import decode_bundle, encode_bundle
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from cachet.topics import Topic
 from tests.integration.ledger_support import PARTITIONS, REQUIRED, Ledger, emit_sample
 
@@ -167,3 +168,78 @@ def test_export_from_control_or_seals_is_a_clear_error(
     assert main([*argv, "--anchor-file", str(anchor_file), "--topic", topic.value]) == 2
     assert f"topic {topic.value}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _produce_batches(ledger: Ledger, keys: PrivateKeySet) -> list:
+    """Two CacheReadBatch events (three reads, then two) between writes, as a
+    v4 node's read audit writes them (record key: the node id)."""
+    ledger.register("svc", keys)
+    sp = ledger.sealing_producer("svc", keys, batch=4)
+    read = SAMPLE_PAYLOADS[EventType.CACHE_READ]
+    events = emit_sample(sp, 1)
+    for first, count in ((10, 3), (20, 2)):
+        reads = [{**read, "key_hash": (first + i).to_bytes(32, "big")} for i in range(count)]
+        payload = {"node_id": read["node_id"], "reads": reads}
+        events.append(sp.emit(EventType.CACHE_READ_BATCH, payload, key=b"node-a"))
+    events += emit_sample(sp, 1)
+    sp.close()
+    return events
+
+
+def test_a_read_bundle_proves_one_read_of_a_batch_offline(
+    ledger: Ledger, producer_keys: PrivateKeySet, tmp_path, monkeypatch, capsys
+) -> None:
+    events = _produce_batches(ledger, producer_keys)
+    batch = events[1]
+    assert batch.type is EventType.CACHE_READ_BATCH
+    anchor = ledger.anchor.public()
+    data = _export(ledger, batch.event_id, read_index=2, data_topics=[Topic.READS])
+    report = verify_bundle(data, pinned_anchor=anchor)
+    assert report.ok, report.failures
+    assert (report.event_id, report.read_index) == (batch.event_id, 2)
+    assert report.read is not None
+    assert report.read["key_hash"] == batch.payload["reads"][2]["key_hash"].hex()
+    # Offline, by the command, with the anchor file an auditor is given.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CACHET_CONFIG", raising=False)
+    (tmp_path / "read.cab").write_bytes(data)
+    (tmp_path / "anchor.json").write_text(anchor_to_json(anchor))
+    argv = ["cab", "verify", "read.cab", "--anchor-file", "anchor.json"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "read bundle: read 2 of the batch" in out and out.rstrip().endswith("VERIFIED")
+    # The same bytes claiming another read of the batch: refused, with the reason.
+    bundle = decode_bundle(data)
+    assert bundle.read is not None
+    wrong = replace(bundle, read=replace(bundle.read, index=0))
+    report = verify_bundle(encode_bundle(wrong), pinned_anchor=anchor)
+    assert {c.check for c in report.failures} == {CabCheck.READ}
+    # No such read, or no batch: clear export errors.
+    with pytest.raises(CabError, match="holds 3 reads"):
+        _export(ledger, batch.event_id, read_index=3, data_topics=[Topic.READS])
+    with pytest.raises(CabExportError, match="not a CacheReadBatch"):
+        _export(ledger, events[0].event_id, read_index=0, data_topics=[Topic.ENTRIES])
+
+
+def test_cli_exports_a_read_bundle(
+    bootstrap_servers: str, topics, codec, producer_keys, tmp_path, monkeypatch, capsys
+) -> None:
+    anchor = PrivateKeySet.generate()
+    ledger = Ledger(bootstrap_servers, topics, codec, anchor)
+    events = _produce_batches(ledger, producer_keys)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CACHET_CONFIG", raising=False)
+    monkeypatch.delenv("CACHET_BOOTSTRAP_SERVERS", raising=False)
+    (tmp_path / "cachet.toml").write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap_servers}"\n'
+        f'topic_prefix = "{topics.prefix}"\npartitions = {PARTITIONS}\n'
+    )
+    (tmp_path / "anchor.json").write_text(anchor_to_json(anchor.public()))
+    batch = events[2]  # the second batch: two reads
+    argv = ["cab", "export", "--event-id", batch.event_id, "--read-index", "1", "--out", "r.cab"]
+    assert main([*argv, "--anchor-file", "anchor.json", "--topic", "reads", "--json"]) == 0
+    assert '"read_index": 1' in capsys.readouterr().out
+    assert main(["cab", "verify", "r.cab", "--anchor-file", "anchor.json", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"ok": true' in out and '"read_index": 1' in out
+    assert batch.payload["reads"][1]["key_hash"].hex() in out

@@ -227,6 +227,7 @@ def test_replay_from_the_archive_alone_reproduces_every_snapshot(
         assert result.state_hash == live_hash, f"snapshot {i}: replay differs from the live view"
         assert len(result.reads) == reads_before
         assert {r.node_id for r in result.reads} == {NODE}
+        assert all(r.index is not None for r in result.reads), "reads come in batches"
 
     # The CLI, from the archive alone, and a second run in the same work dir.
     at_us, live_hash, _ = snapshots[1]
@@ -248,8 +249,16 @@ def test_replay_from_the_archive_alone_reproduces_every_snapshot(
     assert main(history) == 0
     items = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["items"]
     kinds = [i["event"] for i in items]
-    assert kinds[0] == "CacheWritten" and "StateTransitioned" in kinds and "CacheRead" in kinds
+    assert kinds[0] == "CacheWritten" and "StateTransitioned" in kinds
+    # The node audits reads many to a CacheReadBatch: k3's read is one item,
+    # named by its batch and its index there.
+    (read,) = [i for i in items if i["event"] == "CacheReadBatch"]
+    assert isinstance(read["read_index"], int) and "MISS" in read["detail"]
     assert "commitment" in items[0] and "plaintext" not in items[0]
     reads = ["replay", "reads", "--node", NODE, "--from", "0", "--to", str(snapshots[-1][0]), *base]
     assert main(reads) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == reads_total
+    served = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert served["count"] == reads_total
+    # Each read once: (batch event, index) pairs are distinct, and each names a read.
+    places = {(r["event_id"], r["read_index"]) for r in served["items"]}
+    assert len(places) == reads_total and all(i is not None for _, i in places)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -12,7 +13,16 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 from fastavro.validation import validate
 
-from cachet.schemas.compiled import Invalid, Malformed, Truncated, compile_schema
+from cachet.schemas.compiled import (
+    _MEMO_CHARS,
+    _MEMO_ENTRIES,
+    Invalid,
+    Malformed,
+    Truncated,
+    _encode_string,
+    compile_schema,
+)
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from cachet.schemas.loader import SCHEMA_DIR, load_schema_set, payload_branches
 
 CURRENT = load_schema_set(SCHEMA_DIR)
@@ -134,3 +144,175 @@ def test_a_length_prefix_beyond_the_input_is_truncated_and_a_negative_one_malfor
         COMPILED.decode(b"\x7e" + data[1:5])
     with pytest.raises(Malformed, match="negative"):
         COMPILED.decode(b"\x03" + data[1:])
+
+
+# ------------------------------------------------------------- CacheReadBatch
+
+READ = SAMPLE_PAYLOADS[EventType.CACHE_READ]
+
+
+def _batch_envelope(reads: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "event_id": "018f2c1e-0000-7000-8000-000000000000",
+        "type": "CacheReadBatch",
+        "occurred_at": 1_790_000_000_000_000,
+        "producer_id": "node-a@1f",
+        "producer_seq": 7,
+        "seal_ref": {"seal_seq": 1, "leaf_index": 0},
+        "payload": ("cachet.events.CacheReadBatch", {"node_id": "node-a", "reads": reads}),
+    }
+
+
+def _reads(count: int, seed: int) -> list[dict[str, Any]]:
+    """Reads as the read audit writes them: hits and misses, varied sizes."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        hit = rng.random() < 0.7
+        out.append(
+            {
+                **READ,
+                "key_hash": rng.randbytes(32),
+                "outcome": "HIT" if hit else "MISS",
+                "reason": "served" if hit else rng.choice(["not_found", "stale", "view_stale"]),
+                "fingerprint": rng.randbytes(32) if hit else None,
+                "version": rng.choice([1, 63, 64, 8191, 8192, 2**31, 2**63 - 1]) if hit else None,
+                "freshness": {
+                    "age_ms": rng.randrange(0, 10**6),
+                    "max_staleness_ms": 1000,
+                    "headroom_ms": rng.randrange(-(10**6), 10**6),
+                    "view_lag_ms": rng.randrange(0, 200),
+                }
+                if hit
+                else None,
+                "namespace": f"ns-{i % 3}",
+            }
+        )
+    return out
+
+
+def test_a_batch_of_a_thousand_reads_is_byte_identical_and_decodes_back() -> None:
+    record = _batch_envelope(_reads(1000, seed=3))
+    data = _fastavro_write(record)
+    assert _ours(record) == data
+    assert COMPILED.decode(data) == (_fastavro_read(data), len(data))
+    assert COMPILED.decode(data)[0]["payload"][1]["reads"] == record["payload"][1]["reads"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        -65,
+        8191,
+        -8192,
+        8192,
+        -8193,
+        2**31 - 1,
+        -(2**31),
+        2**63 - 1,
+        -(2**63),
+    ],
+)
+def test_longs_at_every_varint_width_are_written_as_fastavro_writes_them(value: int) -> None:
+    read = {**READ, "version": value, "freshness": {**READ["freshness"], "headroom_ms": value}}
+    record = _batch_envelope([read])
+    assert _ours(record) == _fastavro_write(record)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64, -(2**64)])
+def test_a_long_out_of_range_is_invalid_however_wide(value: int) -> None:
+    read = {**READ, "freshness": {**READ["freshness"], "age_ms": value}}
+    record = _batch_envelope([READ, read])
+    assert not validate(record, ENVELOPE, raise_errors=False)
+    with pytest.raises(Invalid, match="FreshnessProof.age_ms"):
+        _ours(record)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("outcome", "MAYBE", "CacheRead.outcome"),
+        ("version", "3", "CacheRead.version"),
+        ("version", True, "CacheRead.version"),
+        ("key_hash", "not bytes", "CacheRead.key_hash"),
+        ("namespace", b"quotes", "CacheRead.namespace"),
+        ("freshness", {**READ["freshness"], "view_lag_ms": 1.5}, "FreshnessProof.view_lag_ms"),
+        ("freshness", "fresh", "FreshnessProof: expected a record"),
+    ],
+)
+def test_one_bad_read_deep_in_a_batch_is_invalid_and_named(
+    field: str, value: Any, where: str
+) -> None:
+    reads = _reads(600, seed=5)
+    reads[517] = {**reads[517], field: value}
+    record = _batch_envelope(reads)
+    assert not validate(record, ENVELOPE, raise_errors=False)
+    with pytest.raises(Invalid, match=where):
+        _ours(record)
+
+
+def test_a_field_left_out_takes_its_default_as_in_fastavro() -> None:
+    # The fast path indexes every field; a dict without one starts over on
+    # the path that takes defaults, leaving nothing of the first try behind.
+    optional_out = {k: v for k, v in READ.items() if k not in ("fingerprint", "freshness")}
+    nested_out = {**READ, "freshness": {"age_ms": 1, "max_staleness_ms": 2, "headroom_ms": 1}}
+    record = _batch_envelope([READ, optional_out, READ])
+    assert _ours(record) == _fastavro_write(record)
+    required_out = {k: v for k, v in READ.items() if k != "reason"}
+    for bad in (required_out, nested_out):
+        with pytest.raises(Invalid):
+            _ours(_batch_envelope([READ, bad]))
+
+
+def test_mappings_and_the_tuple_notation_still_encode() -> None:
+    class Frozen(Mapping[str, Any]):
+        def __init__(self, d: dict[str, Any]) -> None:
+            self._d = d
+
+        def __getitem__(self, key: str) -> Any:
+            return self._d[key]
+
+        def __iter__(self) -> Any:
+            return iter(self._d)
+
+        def __len__(self) -> int:
+            return len(self._d)
+
+    as_mapping = Frozen({**READ, "freshness": Frozen(READ["freshness"])})
+    tagged = {
+        **READ,
+        "version": ("long", 3),
+        "freshness": ("cachet.events.FreshnessProof", READ["freshness"]),
+    }
+    ours = _ours(_batch_envelope([as_mapping, tagged]))
+    assert ours == _fastavro_write(_batch_envelope([READ, READ]))
+
+
+def test_the_string_memo_is_bounded_and_never_confuses_strings() -> None:
+    class Loud(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    memo: dict[str, bytes] = {}
+    assert _encode_string("quotes", "p", memo) == b"\x0cquotes" and memo == {
+        "quotes": b"\x0cquotes"
+    }
+    # A str subclass is written as its own text, never remembered.
+    assert _encode_string(Loud("other!"), "p", memo) == b"\x0cother!" and len(memo) == 1
+    for i in range(_MEMO_ENTRIES + 10):
+        _encode_string(f"s{i}", "p", memo)
+    assert len(memo) <= _MEMO_ENTRIES
+    assert _encode_string("x" * (_MEMO_CHARS + 1), "p", memo) not in memo.values()
+    # Through the generated encoder: the same bytes as fastavro, first and again.
+    record = _batch_envelope(
+        [{**READ, "namespace": Loud("quotes-2")}, {**READ, "namespace": "quotes-2"}]
+    )
+    assert _ours(record) == _ours(record) == _fastavro_write(record)

@@ -70,8 +70,14 @@ VECTORS = {
         11238,
         "355b662a57537fa6",
     ),
+    "v4": Vectors(
+        "9a95e34e68c80e4e",
+        "bc2b0b73dacfd023529c5741ddb86fb18a1ab553bde7fb143ab986cc7a1619b2",
+        11415,
+        "60aea178ed71b2b3",
+    ),
 }
-CURRENT = VECTORS["v3"]
+CURRENT = VECTORS["v4"]
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10

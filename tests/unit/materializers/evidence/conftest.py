@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,30 @@ class Log:
 
     def registry(self, kind: EventType, payload: dict[str, Any], at: int) -> None:
         self.add(kind, payload, at, Topic.CONTROL)
+
+
+def batched_reads(records: list[EvidenceRecord]) -> list[EvidenceRecord]:
+    """The same log as a v4 node writes it: the CacheRead events of one
+    moment become one CacheReadBatch (its reads in log order) where the
+    first of them was; every other record unchanged."""
+    out: list[EvidenceRecord] = []
+    batches: dict[int, int] = {}  # event time -> its batch's position in ``out``
+    for record in records:
+        event = record.event
+        if event.type is not EventType.CACHE_READ:
+            out.append(record)
+            continue
+        at = batches.setdefault(event.occurred_at_us, len(out))
+        if at == len(out):
+            batch = replace(
+                event,
+                type=EventType.CACHE_READ_BATCH,
+                payload={"node_id": event.payload["node_id"], "reads": []},
+                event_id=event.event_id + "-batch",
+            )
+            out.append(replace(record, event=batch, raw=b"raw:" + batch.event_id.encode()))
+        out[at].event.payload["reads"].append(event.payload)
+    return out
 
 
 class ListSource:

@@ -15,7 +15,8 @@ from cachet.materializers.replay import ReplayTrust
 from cachet.materializers.replay.as_of import replay_as_of
 from cachet.materializers.view import EntryState
 from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
+from cachet.topics import Topic
 from tests.unit.materializers.replay.memlog import NAMES, T0, ListSource, MemoryLog, key, written
 
 S = 1_000_000  # one second in microseconds
@@ -170,3 +171,70 @@ def test_an_interrupted_run_continues_from_its_last_commit(
     assert again.refused == ()  # nothing applied twice, nothing refused as a duplicate
     assert again.state_hash == fresh.state_hash
     assert len(again.reads) == len(fresh.reads) == 1
+
+
+def _read(n: int, node: str = "node-1", **fields: object) -> dict[str, object]:
+    payload = dict(SAMPLE_PAYLOADS[EventType.CACHE_READ])
+    payload.update(key_hash=key(n), version=1, node_id=node, **fields)
+    return payload
+
+
+@pytest.fixture(scope="module")
+def batched(anchor, keys) -> MemoryLog:
+    """An old log's CacheRead at T0+1s, then two CacheReadBatch events (the
+    reads of a v4 node, three and two reads) at T0+2s and T0+4s."""
+    log = MemoryLog(EventCodec(), anchor, keys)
+    log.register()
+    written(log, 1, T0, version=1)
+    written(log, 2, T0, version=1, partition=1)
+    log.emit(EventType.CACHE_READ, T0 + S, key_hash=key(1), version=1, node_id="node-1")
+    log.seal(T0 + S + 1)
+    first = [_read(1), _read(2, outcome="MISS", reason="not_found", freshness=None), _read(1)]
+    log.emit(EventType.CACHE_READ_BATCH, T0 + 2 * S, 1, node_id="node-1", reads=first)
+    log.emit(EventType.CACHE_READ_BATCH, T0 + 4 * S, 2, node_id="node-1", reads=[_read(2)] * 2)
+    log.seal(T0 + 4 * S + 1)
+    return log
+
+
+def test_reads_served_are_each_read_of_every_batch(batched, tmp_path, config, trust) -> None:
+    """A batch's reads appear as CacheRead events did, in batch order, each
+    with its event and its index; an old CacheRead has index None."""
+    at3 = replay(batched, T0 + 3 * S, tmp_path / "a", config, trust)
+    assert at3.refused == ()
+    rows = [(r.index, r.key_hash, r.outcome, r.reason) for r in at3.reads]
+    assert rows == [
+        (None, key(1), "HIT", "served"),
+        (0, key(1), "HIT", "served"),
+        (1, key(2), "MISS", "not_found"),
+        (2, key(1), "HIT", "served"),
+    ]
+    old, *batch = at3.reads
+    batch_record = next(
+        r for r in batched.records if r.topic == NAMES(Topic.READS) and r.partition == 1
+    )
+    batch_event = EventCodec().decode(batch_record.raw)
+    assert {(r.event_id, r.topic, r.partition, r.offset) for r in batch} == {
+        (batch_event.event_id, batch_record.topic, 1, batch_record.offset)
+    }
+    assert old.event_id != batch_event.event_id and old.partition == 0
+    assert all(r.occurred_at_us == T0 + 2 * S for r in batch)  # the batch's time
+    assert at3.summary()["reads_served"] == 4
+    assert at3.reads_by_outcome() == {"HIT": 3, "MISS": 1}
+    # The second batch is behind the cut at T0+3s; at T0+5s it is in.
+    at5 = replay(batched, T0 + 5 * S, tmp_path / "b", config, trust)
+    assert [r.index for r in at5.reads] == [None, 0, 1, 2, 0, 1]
+    assert at5.reads[:4] == at3.reads
+
+
+def test_a_batch_replays_to_the_same_reads_and_hash_every_time(
+    batched, tmp_path, config, trust
+) -> None:
+    runs = [replay(batched, T0 + 5 * S, tmp_path / str(i), config, trust) for i in range(2)]
+    assert runs[0].state_hash == runs[1].state_hash
+    assert runs[0].reads == runs[1].reads
+    # Continuing a work dir from an earlier time gives the same reads too.
+    work = tmp_path / "shared"
+    replay(batched, T0 + 3 * S, work, config, trust)
+    later = replay(batched, T0 + 5 * S, work, config, trust)
+    assert later.resumed and later.reads == runs[0].reads
+    assert later.state_hash == runs[0].state_hash

@@ -108,3 +108,66 @@ def test_times_parse_as_iso_integers_or_now() -> None:
     assert parse_time("now") > T0
     with pytest.raises(argparse.ArgumentTypeError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def _read(n: int, node: str, **fields: object) -> dict[str, object]:
+    payload = dict(SAMPLE_PAYLOADS[EventType.CACHE_READ])
+    payload.update(key_hash=key(n), node_id=node, **fields)
+    return payload
+
+
+@pytest.fixture(scope="module")
+def batched(anchor) -> MemoryLog:
+    """A v4 node's reads: node-a's batch of three (key 1, key 2, key 1) at
+    T0+1s, node-b's batch at T0+2s, and one old CacheRead of node-a at T0+3s."""
+    log = MemoryLog(EventCodec(), anchor, PrivateKeySet.generate())
+    log.register()
+    written(log, 1, T0)
+    reads = [
+        _read(1, "node-a"),
+        _read(2, "node-a", outcome="MISS", reason="stale"),
+        _read(1, "node-a"),
+    ]
+    log.emit(EventType.CACHE_READ_BATCH, T0 + S, node_id="node-a", reads=reads)
+    log.emit(EventType.CACHE_READ_BATCH, T0 + 2 * S, node_id="node-b", reads=[_read(1, "node-b")])
+    log.emit(EventType.CACHE_READ, T0 + 3 * S, key_hash=key(1), node_id="node-a")
+    log.seal(T0 + 4 * S)
+    return log
+
+
+def test_reads_by_node_expands_batches(batched, trust) -> None:
+    source = ListSource(batched.records)
+    reads = reads_by_node(source, "node-a", T0, T0 + 4 * S, trust=trust)
+    assert [(r.index, r.key_hash, r.reason) for r in reads] == [
+        (0, key(1), "served"),
+        (1, key(2), "stale"),
+        (2, key(1), "served"),
+        (None, key(1), "served"),
+    ]
+    batch = batched.codec.decode(batched.records[2].raw)
+    assert batch.type is EventType.CACHE_READ_BATCH
+    assert {(r.event_id, r.offset) for r in reads[:3]} == {
+        (batch.event_id, batched.records[2].offset)
+    }
+    assert reads[3].event_id != batch.event_id
+    only_b = reads_by_node(source, "node-b", T0, T0 + 4 * S, trust=trust)
+    assert [(r.node_id, r.index) for r in only_b] == [("node-b", 0)]
+    # The window is by the batch's event time.
+    assert reads_by_node(source, "node-a", T0 + S + 1, T0 + 4 * S, trust=trust)[0].index is None
+
+
+def test_key_history_lists_each_read_of_the_key_in_a_batch(batched, trust) -> None:
+    history = key_history(ListSource(batched.records), key(1), trust=trust, role=Role.REGULATOR)
+    assert [(h.event_type, h.read_index) for h in history] == [
+        (EventType.CACHE_WRITTEN, None),
+        (EventType.CACHE_READ_BATCH, 0),
+        (EventType.CACHE_READ_BATCH, 2),  # read 1 of the batch is key 2's
+        (EventType.CACHE_READ_BATCH, 0),
+        (EventType.CACHE_READ, None),
+    ]
+    assert history[1].detail == "read by node-a as owner: HIT (served)"
+    assert all(h.seal is not None for h in history)
+    other = key_history(ListSource(batched.records), key(2), trust=trust, role=Role.AUDITOR)
+    assert [(h.read_index, h.detail) for h in other] == [
+        (1, "read by node-a as owner: MISS (stale)")
+    ]
