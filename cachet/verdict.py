@@ -6,6 +6,13 @@ miss. A miss carries a :class:`MissReason` the caller can match on and a
 ``detail`` that names the numbers; the caller turns it into a CacheRead
 event, a ContractViolation event and a metric (DESIGN: "The cache").
 
+The read path uses the same checks in the form a hot loop wants
+(:func:`judge_read`): the contract compiled once (:class:`ContractCheck`),
+the view's health as a :class:`ViewStanding` the view maintains (numbers
+that do not depend on the reader's clock), and a hit that allocates only its
+freshness proof. :func:`evaluate_read` is that function plus the conversion
+from and to the plain values, so both give the same verdict.
+
 Checks run in this order; the first failure wins:
 
 1. View health, because a view that is cut off or behind cannot prove
@@ -45,15 +52,15 @@ from __future__ import annotations
 
 import functools
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cachet.config.contract import ContractConfig
 from cachet.config.enums import InvalidationMode
-from cachet.crypto.schemes import SignatureScheme
 from cachet.freshness import FreshnessProof, freshness_proof
 
 __all__ = [
+    "ContractCheck",
     "EntryFacts",
     "EntryState",
     "MissReason",
@@ -62,7 +69,12 @@ __all__ = [
     "SignatureSummary",
     "VerificationStatus",
     "ViewHealth",
+    "ViewStanding",
+    "compile_contract",
     "evaluate_read",
+    "judge_read",
+    "served_detail",
+    "served_verdict",
 ]
 
 # What CacheRead.reason says for a hit.
@@ -164,6 +176,59 @@ class ViewHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewStanding:
+    """A view's health as numbers that do not depend on when a read happens.
+
+    The view keeps one and replaces it whenever one of these numbers
+    changes, so a read pays two subtractions for the view's health instead
+    of a walk over every partition; :meth:`at` is the :class:`ViewHealth`
+    of a read at ``now_us``.
+
+    ``ticked_through_us``: every partition of ``invalidations`` has seen a
+    WatermarkTick at least this new (the oldest of the partitions' newest
+    ticks); None until every partition ticked. ``behind_since_us``: since
+    when the partition that trails the log longest has been behind (None:
+    every partition is at the log end).
+    """
+
+    caught_up: bool
+    discontinuity: bool
+    ticked_through_us: int | None
+    behind_since_us: int | None
+
+    def tick_age_ms(self, now_us: int) -> int | None:
+        """Age of the newest tick every partition saw, at ``now_us`` (None: none yet)."""
+        ticked = self.ticked_through_us
+        return None if ticked is None else max(0, (now_us - ticked) // 1000)
+
+    def lag_ms(self, now_us: int) -> int:
+        """How far the view trails the log at ``now_us`` (0 when at its end)."""
+        behind = self.behind_since_us
+        return 0 if behind is None else max(0, (now_us - behind) // 1000)
+
+    def at(self, now_us: int) -> ViewHealth:
+        """The view's health for a read at ``now_us``."""
+        return ViewHealth(
+            caught_up=self.caught_up,
+            last_tick_age_ms=self.tick_age_ms(now_us),
+            lag_ms=self.lag_ms(now_us),
+            discontinuity=self.discontinuity,
+        )
+
+    @classmethod
+    def of(cls, health: ViewHealth, now_us: int) -> ViewStanding:
+        """The standing whose :meth:`at` ``now_us`` is exactly ``health``
+        (its ages are whole milliseconds, so nothing is lost)."""
+        tick = health.last_tick_age_ms
+        return cls(
+            caught_up=health.caught_up,
+            discontinuity=health.discontinuity,
+            ticked_through_us=None if tick is None else now_us - tick * 1000,
+            behind_since_us=now_us - health.lag_ms * 1000 if health.lag_ms else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EntryFacts:
     """What the view knows about the current entry of a key; no plaintext.
 
@@ -171,6 +236,11 @@ class EntryFacts:
     the schemes of the verified seal covering the entry's event;
     ``confirmed_at_us`` the event time of the source's last freshness
     confirmation (contractual invalidation).
+
+    Derived when the facts are made (a node's L1 keeps an entry's facts next
+    to its plaintext, so once per cached entry, not once per read):
+    ``parsed_state``, and ``verified_summary``, the signature summary a read
+    that served this entry reports.
     """
 
     state: str
@@ -184,6 +254,62 @@ class EntryFacts:
     namespace: str
     scope: str | None
     confirmed_at_us: int | None = None
+    parsed_state: EntryState = field(init=False, repr=False, compare=False)
+    verified_summary: SignatureSummary = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parsed_state", EntryState.parse(self.state))
+        object.__setattr__(
+            self,
+            "verified_summary",
+            SignatureSummary(
+                status=VerificationStatus.VERIFIED,
+                schemes=self.sealed_schemes,
+                key_set_id=self.key_set_id,
+                producer_id=self.producer_id,
+                seal_seq=self.seal_seq,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCheck:
+    """A contract compiled for reads (:func:`compile_contract`): what
+    :func:`judge_read` checks, derived once per contract, not once per read.
+
+    ``required`` are the ids of the schemes the covering seal must carry, in
+    the contract's order (for the miss detail); ``required_set`` the same ids
+    for the subset test; ``contractual`` whether freshness runs from the
+    source's last confirmation instead of the write.
+    """
+
+    name: str
+    max_staleness_ms: int
+    strict: bool
+    contractual: bool
+    required: tuple[str, ...]
+    required_set: frozenset[str]
+
+
+@functools.lru_cache(maxsize=256)
+def compile_contract(contract: ContractConfig) -> ContractCheck:
+    """``contract`` as :func:`judge_read` checks it. Raises ValueError for a
+    negative ``max_staleness_ms`` (a programming error, not a stale read)."""
+    if contract.max_staleness_ms < 0:
+        raise ValueError(
+            f"contract {contract.name!r}: max_staleness_ms must be >= 0, "
+            f"got {contract.max_staleness_ms}"
+        )
+    # Enum .value is a descriptor call: once per contract, not three per read.
+    required = tuple(s.value for s in contract.required_signatures)
+    return ContractCheck(
+        name=contract.name,
+        max_staleness_ms=contract.max_staleness_ms,
+        strict=contract.strict,
+        contractual=contract.invalidation is InvalidationMode.CONTRACTUAL,
+        required=required,
+        required_set=frozenset(required),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +359,7 @@ def _miss(
     )
 
 
-def _view_miss(contract: ContractConfig, view: ViewHealth) -> ReadVerdict | None:
+def _view_miss(check: ContractCheck, view: ViewStanding, now_us: int) -> ReadVerdict | None:
     if view.discontinuity:
         return _miss(
             MissReason.LOG_DISCONTINUITY,
@@ -242,99 +368,79 @@ def _view_miss(contract: ContractConfig, view: ViewHealth) -> ReadVerdict | None
     if not view.caught_up:
         return _miss(
             MissReason.VIEW_CATCHING_UP,
-            f"the view has not reached the high watermark yet (lag {view.lag_ms} ms)",
+            f"the view has not reached the high watermark yet (lag {view.lag_ms(now_us)} ms)",
         )
-    if not contract.strict:
+    if not check.strict:
         return None
-    tick = view.last_tick_age_ms
+    tick = view.tick_age_ms(now_us)
     if tick is None:
         return _miss(MissReason.VIEW_STALE, "no watermark tick seen: cut off from the log?")
-    if tick > contract.max_staleness_ms:
+    if tick > check.max_staleness_ms:
         return _miss(
             MissReason.VIEW_STALE,
             f"last watermark tick is {tick} ms old, older than contract "
-            f"{contract.name!r} allows ({contract.max_staleness_ms} ms)",
+            f"{check.name!r} allows ({check.max_staleness_ms} ms)",
         )
     return None
 
 
-@functools.lru_cache(maxsize=64)
-def _scheme_ids(schemes: tuple[SignatureScheme, ...]) -> tuple[str, ...]:
-    # Enum .value is a descriptor call: once per contract, not three per read.
-    return tuple(s.value for s in schemes)
-
-
-def _signature_summary(
-    contract: ContractConfig, entry: EntryFacts
-) -> tuple[SignatureSummary, list[str]]:
+def _unverified(check: ContractCheck, entry: EntryFacts) -> ReadVerdict:
     carried = entry.sealed_schemes
-    missing = [s for s in _scheme_ids(contract.required_signatures) if s not in carried]
-    ok = bool(entry.sealed_schemes) and not missing
-    summary = SignatureSummary(
-        status=VerificationStatus.VERIFIED if ok else VerificationStatus.UNVERIFIED,
-        schemes=entry.sealed_schemes,
-        key_set_id=entry.key_set_id,
-        producer_id=entry.producer_id,
-        seal_seq=entry.seal_seq,
+    missing = [s for s in check.required if s not in carried]
+    wanted = ", ".join(missing) if missing else "a verified seal"
+    return _miss(
+        MissReason.SIGNATURE_UNVERIFIED,
+        f"contract {check.name!r} requires {wanted}; version {entry.version} has "
+        f"{', '.join(carried) or 'no verified seal'}",
+        entry=entry,
+        signatures=SignatureSummary(
+            status=VerificationStatus.UNVERIFIED,
+            schemes=carried,
+            key_set_id=entry.key_set_id,
+            producer_id=entry.producer_id,
+            seal_seq=entry.seal_seq,
+        ),
     )
-    return summary, missing
 
 
-def _freshness_miss(
-    contract: ContractConfig,
-    entry: EntryFacts,
-    view: ViewHealth,
-    now_us: int,
-    signatures: SignatureSummary,
-) -> tuple[FreshnessProof | None, ReadVerdict | None]:
-    contractual = contract.invalidation is InvalidationMode.CONTRACTUAL
-    reference_us = entry.confirmed_at_us if contractual else entry.written_at_us
-    if reference_us is None:
-        return None, _miss(
-            MissReason.FRESHNESS_UNCONFIRMED,
-            f"contract {contract.name!r} is contractual and the source has not "
-            f"confirmed version {entry.version}",
-            entry=entry,
-            signatures=signatures,
-        )
-    proof = freshness_proof(
-        written_at_us=reference_us,
-        now_us=now_us,
-        max_staleness_ms=contract.max_staleness_ms,
-        view_lag_ms=view.lag_ms,
-    )
-    if proof.fresh:
-        return proof, None
-    what = "last source confirmation" if contractual else "value"
-    detail = (
+def _freshness_miss(check: ContractCheck, entry: EntryFacts, proof: FreshnessProof) -> ReadVerdict:
+    what = "last source confirmation" if check.contractual else "value"
+    return _miss(
+        MissReason.FRESHNESS_UNCONFIRMED if check.contractual else MissReason.STALE,
         f"{what} age {proof.age_ms} ms + view lag {proof.view_lag_ms} ms exceeds "
-        f"max staleness {proof.max_staleness_ms} ms of contract {contract.name!r} "
-        f"by {-proof.headroom_ms} ms"
+        f"max staleness {proof.max_staleness_ms} ms of contract {check.name!r} "
+        f"by {-proof.headroom_ms} ms",
+        entry=entry,
+        freshness=proof,
+        signatures=entry.verified_summary,
     )
-    reason = MissReason.FRESHNESS_UNCONFIRMED if contractual else MissReason.STALE
-    return proof, _miss(reason, detail, entry=entry, freshness=proof, signatures=signatures)
 
 
-def evaluate_read(
-    *,
-    contract: ContractConfig,
+def judge_read(
+    check: ContractCheck,
     entry: EntryFacts | None,
     expected_fingerprint: bytes | None,
     scope: str | None,
-    view: ViewHealth,
+    view: ViewStanding,
     now_us: int,
-) -> ReadVerdict:
-    """Hit or miss for one read of ``entry`` under ``contract`` (see the module doc)."""
-    view_miss = _view_miss(contract, view)
-    if view_miss is not None:
-        return view_miss
+) -> FreshnessProof | ReadVerdict:
+    """The freshness proof when ``entry`` may be served under ``check``, else
+    the miss (checks in the module doc's order; the first failure wins).
+
+    The read path's form of :func:`evaluate_read`: a hit allocates only its
+    proof (its signature summary is ``entry.verified_summary``; see
+    :func:`served_verdict`), so a read builds no verdict it does not return.
+    """
+    if view.discontinuity or not view.caught_up or check.strict:
+        view_miss = _view_miss(check, view, now_us)
+        if view_miss is not None:
+            return view_miss
     if entry is None:
         return _miss(MissReason.NOT_FOUND, "no entry for this key")
     if entry.scope != scope:
         # No entry facts in this verdict: they belong to another scope.
         return _miss(MissReason.SCOPE_MISMATCH, "the entry belongs to a different scope")
-
-    state = EntryState.parse(entry.state)
+    state = entry.parsed_state
     if state is not EntryState.ACTIVE:
         return _miss(
             _STATE_MISS[state],
@@ -351,26 +457,66 @@ def evaluate_read(
             f"version {entry.version} was computed from different inputs than expected",
             entry=entry,
         )
-    signatures, missing = _signature_summary(contract, entry)
-    if signatures.status is not VerificationStatus.VERIFIED:
-        carried = ", ".join(entry.sealed_schemes) or "no verified seal"
-        wanted = ", ".join(missing) if missing else "a verified seal"
+    # At least one scheme at all, and every scheme the contract requires.
+    if not entry.sealed_schemes or not check.required_set.issubset(entry.sealed_schemes):
+        return _unverified(check, entry)
+    reference_us = entry.confirmed_at_us if check.contractual else entry.written_at_us
+    if reference_us is None:
         return _miss(
-            MissReason.SIGNATURE_UNVERIFIED,
-            f"contract {contract.name!r} requires {wanted}; version {entry.version} has {carried}",
+            MissReason.FRESHNESS_UNCONFIRMED,
+            f"contract {check.name!r} is contractual and the source has not "
+            f"confirmed version {entry.version}",
             entry=entry,
-            signatures=signatures,
+            signatures=entry.verified_summary,
         )
-    proof, stale = _freshness_miss(contract, entry, view, now_us, signatures)
-    if stale is not None:
-        return stale
-    assert proof is not None
+    proof = freshness_proof(
+        written_at_us=reference_us,
+        now_us=now_us,
+        max_staleness_ms=check.max_staleness_ms,
+        view_lag_ms=view.lag_ms(now_us),
+    )
+    if proof.headroom_ms < 0:
+        return _freshness_miss(check, entry, proof)
+    return proof
+
+
+def served_detail(version: int, proof: FreshnessProof) -> str:
+    """What a hit says about itself (``CacheResponse.detail``)."""
+    return f"served version {version} with {proof.headroom_ms} ms headroom"
+
+
+def served_verdict(entry: EntryFacts, proof: FreshnessProof) -> ReadVerdict:
+    """The hit verdict for ``entry``, which :func:`judge_read` served with ``proof``."""
     return ReadVerdict(
         hit=True,
         reason=None,
-        detail=f"served version {entry.version} with {proof.headroom_ms} ms headroom",
+        detail=served_detail(entry.version, proof),
         freshness=proof,
-        signatures=signatures,
+        signatures=entry.verified_summary,
         fingerprint=entry.fingerprint,
         version=entry.version,
     )
+
+
+def evaluate_read(
+    *,
+    contract: ContractConfig,
+    entry: EntryFacts | None,
+    expected_fingerprint: bytes | None,
+    scope: str | None,
+    view: ViewHealth,
+    now_us: int,
+) -> ReadVerdict:
+    """Hit or miss for one read of ``entry`` under ``contract`` (see the module doc)."""
+    judged = judge_read(
+        compile_contract(contract),
+        entry,
+        expected_fingerprint,
+        scope,
+        ViewStanding.of(view, now_us),
+        now_us,
+    )
+    if isinstance(judged, ReadVerdict):
+        return judged
+    assert entry is not None  # a proof is only ever made for an entry
+    return served_verdict(entry, judged)

@@ -46,7 +46,7 @@ from cachet.freshness import FreshnessProof
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers.cache_node import CacheNode, L1Entry
 from cachet.producers.data_keys import DataKeyStatus, commitment_key, data_key_name
-from cachet.producers.fingerprint import Computation, fingerprint
+from cachet.producers.fingerprint import Computation, fingerprint, key_fingerprint
 from cachet.producers.sealing import Delivery, EmitRejected, NotAcknowledged, RecordTooLarge
 from cachet.schemas.events import EventType
 from cachet.schemas.payloads import (
@@ -59,12 +59,15 @@ from cachet.schemas.payloads import (
 )
 from cachet.verdict import (
     SERVED,
+    ContractCheck,
     EntryFacts,
     MissReason,
     ReadVerdict,
     SignatureSummary,
     VerificationStatus,
-    evaluate_read,
+    compile_contract,
+    judge_read,
+    served_detail,
 )
 
 __all__ = [
@@ -101,7 +104,6 @@ _VIOLATIONS = frozenset(
 # producer id, sequences, seal ref), hashes, nonce, GCM tag, key framing,
 # classification, record key. Generous: the producer checks the exact size.
 _RECORD_RESERVE = 2048
-_UNSET = object()
 # Classifications whose entries are about a person: they must carry a subject.
 _NEEDS_SUBJECT = frozenset({Classification.PHI, Classification.PII})
 _MAX_LONG = 2**63 - 1
@@ -219,6 +221,18 @@ class CacheResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """How a client reads under one contract, worked out on its first read:
+    the contract, its compiled checks and the ``[verification]`` mode of its
+    classification (None: unclassified, never re-checked)."""
+
+    config: ContractConfig
+    check: ContractCheck
+    mode: VerificationMode | None
+    probabilistic_rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Opened:
     """A decrypted value, or why there is none."""
 
@@ -281,15 +295,18 @@ class CacheClient:
         self._scope_hash = node.hasher.subject(scope) if scope else None
         self._clock = clock
         # Derived once, not per read.
+        self._now_us = clock.now_us
         self._scope = self._scope_hash.hex() if self._scope_hash else None
         self._role_value = role.value
+        self._owner = role is Role.OWNER
         # Only events covered by a seal verified with every required scheme
         # ever reach the view, so every entry carries these schemes.
         self._sealed_schemes = tuple(s.value for s in node.config.attestation.schemes)
         # Draws in [0, 1) for probabilistic verification (unpredictable by
         # default: a reader must not know which reads are checked).
         self._sample = sample or random.SystemRandom().random
-        self._modes: dict[str, object] = {}
+        # Read plans by contract name, made on a contract's first read.
+        self._plans: dict[str, _ReadPlan] = {}
         # cachet_reads children by miss reason (None: served), bound on first use.
         self._read_counters: dict[MissReason | None, Counter] = {}
 
@@ -313,8 +330,11 @@ class CacheClient:
     def _fingerprint(
         self, key: str, contract: ContractConfig, computation: Computation | None
     ) -> bytes:
-        c = computation or Computation(input=key, computation=contract.computation_type)
-        return fingerprint(c, contract.fingerprint_fields or None)
+        if computation is None:  # a plain key: the fast form of the same encoding
+            return key_fingerprint(
+                key, contract.computation_type, contract.fingerprint_fields or None
+            )
+        return fingerprint(computation, contract.fingerprint_fields or None)
 
     def _acknowledged(self, what: str, deliveries: Iterable[Delivery], timeout_s: float) -> None:
         try:
@@ -481,7 +501,7 @@ class CacheClient:
         if ttl_ms is None and c.classification is not None:
             # The classification's default TTL ([ttl]) when the write sets none.
             ttl_ms = node.config.ttl.for_class(c.classification)
-        key_hash = node.hasher.key(namespace, key)
+        key_hash = node.key_hash(namespace, key)
         fp = self._fingerprint(key, c, computation)
         current = node.view.current(key_hash)
         if current is not None and not same_identifier(current.subject_hash, self._scope_hash):
@@ -508,7 +528,7 @@ class CacheClient:
                 nonce=nonce,
                 data_key_id=data_key.key_id,
                 # Keyed by the data key: destroying it makes this unlinkable.
-                commitment=value_commitment(commitment_key(data_key), value),
+                commitment=value_commitment(node.data_keys.commitment_key(data_key), value),
                 aad_version=AAD_VERSION,
             ),
             subject_hash=self._scope_hash,
@@ -596,9 +616,8 @@ class CacheClient:
                 authority=TransitionAuthority.by_key(node.keys.signing.key_set_id, self.role),
                 reason=reason,
             )
-            invalidated = node.producer.emit_with_receipt(
-                EventType.INVALIDATED, invalidation.to_avro(), key=key_hash
-            )
+            # Leaves at once (no linger): other nodes' listeners hide the key on arrival.
+            invalidated = node.emit_invalidation(invalidation)
             transitioned = self._transition(current, EntryState.REVOKED, reason)
         except EmitRejected as exc:
             raise WriteRejected(f"revocation of version {current.version}: {exc}") from exc
@@ -685,45 +704,61 @@ class CacheClient:
         Per read: the key's hash (cached), the L1 or the view, the contract
         evaluation against the view's health and the reader's clock, the
         decryption (L1 misses only), the audit. The steps are the methods
-        below, so ``cachet bench reads`` can time each one."""
-        c = self._contract(contract)
+        below, so ``cachet bench reads`` can time each one. A hit from the
+        L1 allocates its response, its freshness proof and its audit record,
+        and nothing else."""
+        try:
+            plan = self._plans[contract]
+        except (KeyError, TypeError):  # first read of this contract, or not a name at all
+            plan = self._plan(contract)
         key_hash = self._key_hash(namespace, key)
-        now = self._clock.now_us()
+        now = self._now_us()
         cached, generation, entry, facts = self._lookup(key_hash)
-        verdict = self._evaluate(c, key, key_hash, entry, facts, computation, now)
-        value = None
-        if verdict.hit and entry is not None and facts is not None:
-            opened = _Opened(cached.plaintext) if cached else self._decrypt(key, entry)
-            if opened.plaintext is not None and self._verifies(c):
-                opened = self._check_commitment(entry, opened.plaintext)
-            plaintext = opened.plaintext
-            if plaintext is None:
-                verdict = self._miss(verdict, opened.reason, opened.detail)
+        judged = self._evaluate(plan, key, key_hash, entry, facts, computation, now)
+        if isinstance(judged, FreshnessProof) and entry is not None and facts is not None:
+            failed: _Opened | None = None
+            if cached is not None:
+                plaintext: bytes | None = cached.plaintext
+                if self._verifies(plan):
+                    failed = self._recheck(cached)
             else:
-                if generation is not None:  # read from the view: cache it
-                    self._node.l1_put(entry, plaintext, facts, generation)
-                value = plaintext if self.role is Role.OWNER else None
-        hit = verdict.hit
-        response = CacheResponse(
-            hit=hit,
-            value=value,
-            reason=verdict.reason,
-            status=(
-                VerificationStatus.VERIFIED
-                if hit
-                else verdict.signatures.status
-                if verdict.signatures
-                else VerificationStatus.UNVERIFIED
-            ),
-            freshness=verdict.freshness,
-            signatures=verdict.signatures,
-            fingerprint=verdict.fingerprint,
-            version=verdict.version,
-            commitment=entry.commitment if entry is not None and hit else None,
-            detail=verdict.detail,
-        )
+                verify = self._verifies(plan)
+                opened = self._decrypt(key, entry, verify)
+                plaintext = opened.plaintext
+                if plaintext is None:
+                    failed = opened
+                elif generation is not None:  # read from the view: cache it
+                    self._node.l1_put(
+                        entry, plaintext, facts, generation, commitment_verified=verify
+                    )
+            if failed is None:
+                response = _served(
+                    plaintext if self._owner else None,
+                    judged,
+                    facts.verified_summary,
+                    entry,
+                )
+            else:
+                response = _missed(_late_miss(judged, facts, failed.reason, failed.detail))
+        else:
+            assert isinstance(judged, ReadVerdict)
+            response = _missed(judged)
         self._audit(key_hash, namespace, contract, response)
         return response
+
+    def _plan(self, name: object) -> _ReadPlan:
+        """The read plan of contract ``name``, made on its first read (raises
+        :class:`InvalidArgument` / :class:`UnknownContract` as writes do)."""
+        c = self._contract(name)
+        verification = self._node.config.verification
+        plan = _ReadPlan(
+            config=c,
+            check=compile_contract(c),
+            mode=verification.mode_for(c.classification) if c.classification else None,
+            probabilistic_rate=verification.probabilistic_rate,
+        )
+        self._plans[c.name] = plan
+        return plan
 
     def _key_hash(self, namespace: str, key: str) -> bytes:
         return self._node.key_hash(namespace, key)
@@ -733,7 +768,7 @@ class CacheClient:
     ) -> tuple[L1Entry | None, int | None, ViewEntry | None, EntryFacts | None]:
         """(L1 entry, L1 generation, view entry, its facts): from the L1 when
         it holds the key, else from the view (the generation taken first)."""
-        cached, generation = self._node.l1_lookup(key_hash)
+        cached, generation = self._node.l1.lookup(key_hash)
         if cached is not None:
             return cached, None, cached.entry, cached.facts
         entry = self._node.view.current(key_hash)
@@ -741,87 +776,98 @@ class CacheClient:
 
     def _evaluate(
         self,
-        c: ContractConfig,
+        plan: _ReadPlan,
         key: str,
         key_hash: bytes,
         entry: ViewEntry | None,
         facts: EntryFacts | None,
         computation: Computation | None,
         now_us: int,
-    ) -> ReadVerdict:
-        """The contract's verdict on ``entry``, then what only the view knows:
-        a newer event waiting for its seal, an eager invalidation."""
+    ) -> FreshnessProof | ReadVerdict:
+        """The contract's verdict on ``entry`` (its freshness proof when it
+        may be served), then what only the view knows: a newer event waiting
+        for its seal, an eager invalidation."""
         view = self._node.view
-        verdict = evaluate_read(
-            contract=c,
-            entry=facts,
-            expected_fingerprint=self._fingerprint(key, c, computation) if computation else None,
-            scope=self._scope,
-            view=view.health(),
-            now_us=now_us,
+        judged = judge_read(
+            plan.check,
+            facts,
+            self._fingerprint(key, plan.config, computation) if computation else None,
+            self._scope,
+            view.standing(),
+            now_us,
         )
-        if not verdict.hit or entry is None:
-            return verdict
+        if not isinstance(judged, FreshnessProof) or entry is None or facts is None:
+            return judged
         if view.pending(key_hash):
             # A newer event for this key was read and waits for its seal:
             # serving the version before it would serve what is being replaced.
-            return self._miss(
-                verdict,
+            return _late_miss(
+                judged,
+                facts,
                 MissReason.VIEW_CATCHING_UP,
                 "an event for this key is waiting for its seal",
             )
         if view.invalidated(key_hash, entry.version):
-            return self._miss(verdict, MissReason.REVOKED, "eagerly invalidated")
+            return _late_miss(judged, facts, MissReason.REVOKED, "eagerly invalidated")
         if entry.ttl_ms is not None and now_us - entry.written_at_us > entry.ttl_ms * 1000:
             # Past its TTL: never served, even before the expiry processor's
             # transition lands (the TTL may be tighter than the contract).
-            return self._miss(
-                verdict,
+            return _late_miss(
+                judged,
+                facts,
                 MissReason.EXPIRED,
                 f"version {entry.version} is {(now_us - entry.written_at_us) // 1000} ms old, "
                 f"past its TTL of {entry.ttl_ms} ms",
             )
-        return verdict
+        return judged
 
-    def _verifies(self, c: ContractConfig) -> bool:
+    def _verifies(self, plan: _ReadPlan) -> bool:
         """Whether this read checks the served value against its sealed
         commitment: always under ALWAYS_VERIFY, on a random sample of
         ``probabilistic_rate`` under PROBABILISTIC (``[verification]`` for
         the contract's classification); never for an unclassified contract."""
-        mode = self._modes.get(c.name, _UNSET)
-        if mode is _UNSET:
-            verification = self._node.config.verification
-            mode = verification.mode_for(c.classification) if c.classification else None
-            self._modes[c.name] = mode
+        mode = plan.mode
+        if mode is None:
+            return False
         if mode is VerificationMode.ALWAYS_VERIFY:
             return True
         if mode is VerificationMode.PROBABILISTIC:
-            return self._sample() < self._node.config.verification.probabilistic_rate
+            return self._sample() < plan.probabilistic_rate
         return False
 
-    def _check_commitment(self, entry: ViewEntry, plaintext: bytes) -> _Opened:
-        """``plaintext`` if it opens the commitment the entry's sealed
-        CacheWritten carries (so what is served, from L1 or decrypted, is
-        what the seal covered), else a ``decrypt_failed`` miss (and the
-        key's L1 entry is evicted); ``erased`` when the data key is gone."""
-        found = self._node.data_keys.for_read(entry.data_key_id)
+    def _recheck(self, cached: L1Entry) -> _Opened | None:
+        """A verified read of an L1 entry: None when it may be served, else
+        the miss (``erased`` when the data key is gone, ``decrypt_failed``
+        when it cannot be had or the plaintext does not open the commitment
+        the entry's sealed CacheWritten carries), and the key's L1 entry is
+        evicted.
+
+        The data key is asked for on every verified read (an erasure
+        destroys it). The commitment is checked once per L1 entry, and that
+        is safe: the check is a pure function of the entry's commitment, its
+        plaintext and its data key (a key id names one key for good), and an
+        L1 entry never changes; a change to the key evicts it, and whatever
+        is cached after that is a new entry, unverified until checked."""
+        entry = cached.entry
+        node = self._node
+        found = node.data_keys.for_read(entry.data_key_id)
         if found.key is None:
+            node.l1.evict(entry.key_hash)
             reason = (
                 MissReason.ERASED
                 if found.status is DataKeyStatus.ERASED
                 else MissReason.DECRYPT_FAILED
             )
-            self._node.l1.evict(entry.key_hash)
             return _Opened(None, reason, f"version {entry.version}: {found.detail}")
-        if verify_commitment(entry.commitment, commitment_key(found.key), plaintext):
-            return _Opened(plaintext)
-        self._node.l1.evict(entry.key_hash)
-        return _Opened(
-            None,
-            MissReason.DECRYPT_FAILED,
-            f"value of version {entry.version} does not match the commitment its sealed "
-            "CacheWritten carries",
-        )
+        if cached.commitment_verified:
+            return None
+        if verify_commitment(
+            entry.commitment, node.data_keys.commitment_key(found.key), cached.plaintext
+        ):
+            node.l1.mark_verified(cached)
+            return None
+        node.l1.evict(entry.key_hash)
+        return _Opened(None, MissReason.DECRYPT_FAILED, _commitment_mismatch(entry.version))
 
     def get_many(
         self, keys: Sequence[str], *, contract: str, namespace: str = "default"
@@ -886,10 +932,13 @@ class CacheClient:
             else None,
         )
 
-    def _decrypt(self, key: str, entry: ViewEntry) -> _Opened:
-        """The plaintext of ``entry``, or the miss reason: ``erased`` when its
-        data key was destroyed, ``decrypt_failed`` for anything else. Never
-        raises to the reader."""
+    def _decrypt(self, key: str, entry: ViewEntry, verify: bool) -> _Opened:
+        """The plaintext of ``entry`` (with ``verify``: checked against the
+        commitment its sealed CacheWritten carries, so what is served is
+        what the seal covered), or the miss reason: ``erased`` when its data
+        key was destroyed, ``decrypt_failed`` for anything else (a
+        commitment mismatch also evicts the key's L1 entry). Never raises to
+        the reader."""
         found = self._node.data_keys.for_read(entry.data_key_id)
         if found.key is None:
             if found.status is DataKeyStatus.ERASED:
@@ -919,19 +968,12 @@ class CacheClient:
         # Defends against an entry filed under another key's hash.
         if not hmac.compare_digest(stored_key.encode(), key.encode()):
             return failed
+        if verify and not verify_commitment(
+            entry.commitment, self._node.data_keys.commitment_key(found.key), value
+        ):
+            self._node.l1.evict(entry.key_hash)
+            return _Opened(None, MissReason.DECRYPT_FAILED, _commitment_mismatch(entry.version))
         return _Opened(value)
-
-    @staticmethod
-    def _miss(verdict: ReadVerdict, reason: MissReason, detail: str) -> ReadVerdict:
-        return ReadVerdict(
-            hit=False,
-            reason=reason,
-            detail=detail,
-            freshness=verdict.freshness,
-            signatures=verdict.signatures,
-            fingerprint=verdict.fingerprint,
-            version=verdict.version,
-        )
 
     def _audit(self, key_hash: bytes, namespace: str, contract: str, r: CacheResponse) -> None:
         node = self._node
@@ -969,3 +1011,81 @@ class CacheClient:
                 "node_id": node.node_id,
             },
         )
+
+
+# Every hit makes a response. A frozen dataclass's __init__ sets each field
+# with object.__setattr__ (to get past the frozen __setattr__), three times
+# what the slots' own setters cost: _served builds the same object through
+# those (CacheResponse has no __post_init__ to skip; a test holds both ways
+# to the same result). Unpacking fails at import if a field is added
+# without being set in _served.
+_new = object.__new__
+(
+    _set_hit,
+    _set_value,
+    _set_reason,
+    _set_status,
+    _set_freshness,
+    _set_signatures,
+    _set_fingerprint,
+    _set_version,
+    _set_commitment,
+    _set_detail,
+    _set_computed,
+) = (CacheResponse.__dict__[f.name].__set__ for f in dataclasses.fields(CacheResponse))
+
+
+def _served(
+    value: bytes | None, proof: FreshnessProof, signatures: SignatureSummary, entry: ViewEntry
+) -> CacheResponse:
+    """The response to a hit on ``entry``, served with ``proof``."""
+    r = _new(CacheResponse)
+    _set_hit(r, True)
+    _set_value(r, value)
+    _set_reason(r, None)
+    _set_status(r, VerificationStatus.VERIFIED)
+    _set_freshness(r, proof)
+    _set_signatures(r, signatures)
+    _set_fingerprint(r, entry.fingerprint)
+    _set_version(r, entry.version)
+    _set_commitment(r, entry.commitment)
+    _set_detail(r, served_detail(entry.version, proof))
+    _set_computed(r, False)
+    return r
+
+
+def _commitment_mismatch(version: int) -> str:
+    return (
+        f"value of version {version} does not match the commitment its sealed CacheWritten carries"
+    )
+
+
+def _late_miss(
+    proof: FreshnessProof, facts: EntryFacts, reason: MissReason, detail: str
+) -> ReadVerdict:
+    """A miss decided after the contract served the entry (what only the view
+    knows, the decryption): it keeps what the contract established."""
+    return ReadVerdict(
+        hit=False,
+        reason=reason,
+        detail=detail,
+        freshness=proof,
+        signatures=facts.verified_summary,
+        fingerprint=facts.fingerprint,
+        version=facts.version,
+    )
+
+
+def _missed(verdict: ReadVerdict) -> CacheResponse:
+    """The response to a read that missed."""
+    return CacheResponse(
+        hit=False,
+        value=None,
+        reason=verdict.reason,
+        status=verdict.signatures.status if verdict.signatures else VerificationStatus.UNVERIFIED,
+        freshness=verdict.freshness,
+        signatures=verdict.signatures,
+        fingerprint=verdict.fingerprint,
+        version=verdict.version,
+        detail=verdict.detail,
+    )

@@ -31,6 +31,7 @@ unlinkable: nobody can test a guessed value against it any more.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import threading
 import urllib.parse
@@ -40,7 +41,7 @@ from cachetools import LRUCache
 
 from cachet.crypto.aead import DataKey
 from cachet.crypto.identifiers import keyed_hash
-from cachet.crypto.vault import KeyCache, KeyDestroyed, KeyNotFound, KeyVault, VaultError
+from cachet.crypto.vault import KeyCache, KeyDestroyed, KeyNotFound, KeyVault, VaultError, name_of
 from cachet.crypto.vault.base import check_name
 
 __all__ = [
@@ -66,6 +67,9 @@ def _namespace_part(namespace: str) -> str:
     return "%sha3:" + hashlib.sha3_256(namespace.encode("utf-8")).hexdigest()
 
 
+# Every write names its data key (twice: the size check and the encryption):
+# remembered for the recent (namespace, contract, subject) triples.
+@functools.lru_cache(maxsize=4096)
 def data_key_name(namespace: str, contract: str, subject_hash: bytes | None = None) -> str:
     """The vault name of the data key for (subject, namespace, contract).
 
@@ -139,6 +143,9 @@ class DataKeys:
         self._lock = threading.Lock()
         # name -> its current key, so a write asks the vault once per name.
         self._current: LRUCache[str, DataKey] = LRUCache(max(1, max_names))
+        # key id -> its commitment key: derived once per key, not per write
+        # or read. Secret like the data key, and forgotten with it.
+        self._commitment: LRUCache[str, bytes] = LRUCache(max(1, max_names))
 
     def for_write(self, name: str) -> DataKey:
         """The live key of ``name``. Raises :class:`VaultError` when the vault
@@ -169,6 +176,18 @@ class DataKeys:
         self.cache.put(key)
         return DataKeyLookup(key)
 
+    def commitment_key(self, data_key: DataKey) -> bytes:
+        """:func:`commitment_key` of ``data_key``, remembered (bounded) until
+        the key is dropped."""
+        with self._lock:
+            known = self._commitment.get(data_key.key_id)
+        if known is not None:
+            return known
+        derived = commitment_key(data_key)
+        with self._lock:
+            self._commitment[data_key.key_id] = derived
+        return derived
+
     def drop(self, key_ids: tuple[str, ...] | list[str]) -> None:
         """Forget the unwrapped keys ``key_ids`` (destroyed by an erasure)."""
         ids = set(key_ids)
@@ -178,13 +197,19 @@ class DataKeys:
         with self._lock:
             for name in [n for n, k in self._current.items() if k.key_id in ids]:
                 self._current.pop(name, None)
+            for key_id in ids:
+                self._commitment.pop(key_id, None)
 
     def drop_names(self, names: list[str] | tuple[str, ...] | set[str]) -> None:
         """Forget every unwrapped key of ``names`` (a subject being erased)."""
-        for name in names:
+        doomed = set(names)
+        for name in doomed:
             self.cache.drop_name(name)
-            with self._lock:
+        with self._lock:
+            for name in doomed:
                 self._current.pop(name, None)
+            for key_id in [i for i in self._commitment if name_of(i) in doomed]:
+                del self._commitment[key_id]
 
     def __len__(self) -> int:
         with self._lock:

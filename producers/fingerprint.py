@@ -34,6 +34,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -60,6 +61,7 @@ __all__ = [
     "canonical_json",
     "fingerprint",
     "fingerprint_hex",
+    "key_fingerprint",
     "llm_computation",
     "tagged_hash",
 ]
@@ -326,6 +328,46 @@ def canonical_encoding(c: Computation, fields: Collection[str] | None = None) ->
 def fingerprint(c: Computation, fields: Collection[str] | None = None) -> bytes:
     """The 32-byte SHA3-256 fingerprint of ``c`` over the selected ``fields``."""
     return hashlib.sha3_256(canonical_encoding(c, fields)).digest()
+
+
+@functools.lru_cache(maxsize=256)
+def _key_template(
+    computation: str, fields: str | tuple[str, ...] | None
+) -> tuple[bytes, bytes] | bytes:
+    """What :func:`key_fingerprint` hashes around the key: (the bytes before
+    the input's u64 length, the bytes after its value), or the whole encoding when
+    ``fields`` leave the input out (every key then shares it). Cut from
+    :func:`canonical_encoding` itself, so the two cannot disagree."""
+    if "input" not in _selected(fields):
+        return canonical_encoding(Computation(input="", computation=computation), fields)
+    # The input is the first component, and its framing ends with the u64
+    # length of its value: an empty input leaves exactly that cut point.
+    assert FINGERPRINT_COMPONENTS[0] == "input"
+    empty = canonical_encoding(Computation(input="", computation=computation), fields)
+    name = b"input"
+    head = b"".join(
+        (struct.pack(">I", len(DOMAIN)), DOMAIN, struct.pack(">I", len(name)), name)
+    ) + struct.pack(">B", ValueKind.STRING)
+    assert empty.startswith(head + struct.pack(">Q", 0))
+    return head, empty[len(head) + 8 :]
+
+
+def key_fingerprint(key: str, computation: str, fields: Collection[str] | None = None) -> bytes:
+    """``fingerprint(Computation(input=key, computation=computation), fields)``,
+    the fingerprint of a plain write or read of ``key``, without building the
+    computation: only the key's bytes are encoded per call, the rest of the
+    encoding once per (computation, fields)."""
+    if fields is not None and not isinstance(fields, str | tuple):
+        fields = tuple(fields)  # hashable, for the template's cache
+    template = _key_template(computation, fields)
+    if isinstance(template, bytes):
+        return hashlib.sha3_256(template).digest()
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FingerprintError("Computation.input is not valid Unicode") from None
+    head, tail = template
+    return hashlib.sha3_256(head + struct.pack(">Q", len(raw)) + raw + tail).digest()
 
 
 def fingerprint_hex(fp: bytes) -> str:

@@ -8,7 +8,17 @@ one of them (its verifying consumer read the events back, verified the
 seals covering them and applied them in synced WriteBatches). The clock
 runs from the first put to the moment the view serves the last version
 (``cachet_per_s``). The rate of the put() calls alone, before
-materialization, is the second figure (``cachet_put_call_per_s``).
+materialization, is the second figure (``cachet_put_call_per_s``);
+``cachet_put_cpu_us`` is the CPU time the caller's thread spent per put
+(the rest of a call's wall time is waiting for the GIL while the node's
+own threads verify and materialize the same stream).
+
+Where a put's time goes (``breakdown_us``, after the timed run, on the same
+node: a sample of ``put_async`` calls of new keys, median us per step):
+``check`` (argument validation, the value's size limit), ``emit`` (the
+sealing producer: encode the event, take its sequence and leaf, produce it
+to the client), and ``client`` (the rest of put: key hash, fingerprint, the
+current version from the view, the data key, encrypt, commit, the payload).
 
 Baseline, same run, same machine: redis-py SET of the same N keys and
 values, one round trip per call (no pipelining), against a private loopback
@@ -33,10 +43,65 @@ from cachet.ops.bench._node import (
 from cachet.ops.bench._redis import redis_server, require_redis
 from cachet.ops.bench._support import percentile
 from cachet.producers.cache_client import CacheClient
+from cachet.producers.cache_node import CacheNode
 
 __all__ = ["format_report", "run"]
 
 VALUE_BYTES = 64
+BREAKDOWN_SAMPLE = 1000
+PUT_STEPS = ("check", "client", "emit")
+
+
+class _TimedClient(CacheClient):
+    """A CacheClient whose argument check and producer emit add their time
+    to ``spent_ns`` (reset it between puts); ``put_async`` is the client's own."""
+
+    def __init__(self, node: CacheNode) -> None:
+        super().__init__(node)
+        self.spent_ns = dict.fromkeys(PUT_STEPS, 0)
+        emit = node.producer.emit_with_receipt
+
+        def timed_emit(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return emit(*args, **kwargs)
+            finally:
+                self.spent_ns["emit"] += time.perf_counter_ns() - t0
+
+        self._emit = timed_emit
+
+    def _check_put(self, *args: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return super()._check_put(*args)
+        finally:
+            self.spent_ns["check"] += time.perf_counter_ns() - t0
+
+
+def _breakdown(node: CacheNode, value: bytes) -> dict[str, float]:
+    """Median us per step of put_async over new keys (see the module doc)."""
+    client = _TimedClient(node)
+    real_emit = node.producer.emit_with_receipt
+    node.producer.emit_with_receipt = client._emit  # type: ignore[method-assign]
+    spent: dict[str, list[float]] = {step: [] for step in (*PUT_STEPS, "total")}
+    pending = []
+    try:
+        for k in bench_keys(BREAKDOWN_SAMPLE, prefix="breakdown"):
+            client.spent_ns = dict.fromkeys(PUT_STEPS, 0)
+            t0 = time.perf_counter_ns()
+            pending.append(client.put_async(k, value, contract=BENCH_CONTRACT))
+            total_ns = time.perf_counter_ns() - t0
+            client.spent_ns["client"] = (
+                total_ns - client.spent_ns["check"] - client.spent_ns["emit"]
+            )
+            spent["total"].append(total_ns / 1000)
+            for step, ns in client.spent_ns.items():
+                spent[step].append(ns / 1000)
+    finally:
+        node.producer.emit_with_receipt = real_emit  # type: ignore[method-assign]
+    for p in pending:
+        p.acknowledged(60.0)
+    return {step: percentile(values, 50) for step, values in spent.items()}
 
 
 def _redis_sets(keys: list[str], value: bytes) -> tuple[float, list[float]]:
@@ -75,6 +140,7 @@ def run(
         latencies: list[float] = []
         clock = time.perf_counter_ns
         start = time.perf_counter()
+        cpu_start = time.thread_time_ns()
         pending = []
         for k in keys:
             t0 = clock()
@@ -82,6 +148,7 @@ def run(
             # acknowledgement (acks=all) below, before the clock stops.
             pending.append(client.put_async(k, value, contract=BENCH_CONTRACT))
             latencies.append((clock() - t0) / 1000)
+        cpu_ns = time.thread_time_ns() - cpu_start
         receipts = [p.acknowledged(60.0) for p in pending]
         puts_done = time.perf_counter()
         served = wait_visible(node, [(r.key_hash, r.version) for r in receipts], 300)
@@ -91,6 +158,7 @@ def run(
                 f"last write materialized but not served: {last.reason} {last.detail}"
             )
         lag_ms = (served - puts_done) * 1e3
+        breakdown = _breakdown(node, value)
 
     redis_s, redis_lat = _redis_sets(keys, value)
     cachet_per_s = n / (served - start)
@@ -106,6 +174,9 @@ def run(
         "cachet_put_call_per_s": n / (puts_done - start),
         "cachet_put_p50_us": percentile(latencies, 50),
         "cachet_put_p99_us": percentile(latencies, 99),
+        "cachet_put_cpu_us": cpu_ns / 1000 / n,
+        "breakdown_us": breakdown,
+        "breakdown_puts": BREAKDOWN_SAMPLE,
         "materialize_lag_after_last_put_ms": lag_ms,
         "redis_per_s": redis_per_s,
         "redis_p50_us": percentile(redis_lat, 50),
@@ -127,5 +198,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['redis_p50_us']:>9.1f} {r['redis_p99_us']:>9.1f}",
         f"last version served {r['materialize_lag_after_last_put_ms']:.0f} ms after the last put()",
         f"ratio cachet/redis: {r['ratio']:.3f} ({1 / r['ratio']:.1f}x slower than Redis)",
+        f"caller thread CPU per put(): {r['cachet_put_cpu_us']:.1f} us",
+        f"where a put's time goes: median us per step over {r['breakdown_puts']} put_async calls:",
     ]
+    lines += [f"  {step:<8} {us:>8.2f}" for step, us in r["breakdown_us"].items()]
     return "\n".join(lines)

@@ -19,7 +19,10 @@ from cachet.verdict import (
     SignatureSummary,
     VerificationStatus,
     ViewHealth,
+    ViewStanding,
+    compile_contract,
     evaluate_read,
+    judge_read,
 )
 
 MS = 1000  # microseconds per millisecond
@@ -285,3 +288,67 @@ def test_verdict_shape_is_consistent() -> None:
 def test_view_health_refuses_negative_lag() -> None:
     with pytest.raises(ValueError, match="lag_ms"):
         ViewHealth(caught_up=True, last_tick_age_ms=0, lag_ms=-1, discontinuity=False)
+
+
+# -- the read path's form -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        VIEW,
+        ViewHealth(caught_up=False, last_tick_age_ms=None, lag_ms=0, discontinuity=True),
+        ViewHealth(caught_up=True, last_tick_age_ms=0, lag_ms=7, discontinuity=False),
+    ],
+)
+def test_a_standing_is_its_health_at_every_moment(health: ViewHealth) -> None:
+    standing = ViewStanding.of(health, NOW)
+    assert standing.at(NOW) == health
+    later = standing.at(NOW + 250 * MS + 999)
+    # Ticks and lag age with the reader's clock, in whole milliseconds.
+    assert later.last_tick_age_ms == (
+        None if health.last_tick_age_ms is None else health.last_tick_age_ms + 250
+    )
+    assert later.lag_ms == (health.lag_ms + 250 if health.lag_ms else 0)
+    # A reader's clock behind the view's numbers never makes an age negative.
+    assert standing.at(NOW - 10_000 * MS).lag_ms == 0
+
+
+def test_a_hit_allocates_only_its_proof() -> None:
+    facts = dataclasses.replace(ENTRY)
+    judged = judge_read(
+        compile_contract(CONTRACT), facts, FP, "tenant-a", ViewStanding.of(VIEW, NOW), NOW
+    )
+    assert isinstance(judged, FreshnessProof) and judged == read().freshness
+    # The summary a hit reports was made with the facts, once.
+    assert facts.verified_summary is facts.verified_summary
+    assert facts.verified_summary == read().signatures
+
+
+def test_facts_derive_their_state_and_summary_when_made() -> None:
+    odd = dataclasses.replace(ENTRY, state="quarantined", sealed_schemes=("fn-dsa-512",))
+    assert odd.parsed_state is EntryState.UNKNOWN
+    assert odd.verified_summary.schemes == ("fn-dsa-512",)
+    assert odd == dataclasses.replace(odd)  # derived fields take no part in equality
+
+
+def test_contracts_compile_once() -> None:
+    check = compile_contract(CONTRACT)
+    assert compile_contract(dataclasses.replace(CONTRACT)) is check
+    assert check.required == ("ml-dsa-65", "slh-dsa-sha2-128f")
+    assert check.required_set == frozenset(check.required)
+    assert not check.contractual and check.strict and check.max_staleness_ms == 1000
+    with pytest.raises(ValueError, match="max_staleness_ms"):
+        compile_contract(dataclasses.replace(CONTRACT, max_staleness_ms=-1))
+
+
+def test_a_proof_is_the_frozen_dataclass_its_fields_say() -> None:
+    proof = freshness_proof(
+        written_at_us=NOW + 3 * MS, now_us=NOW, max_staleness_ms=500, view_lag_ms=7
+    )
+    same = FreshnessProof(
+        age_ms=0, max_staleness_ms=500, headroom_ms=493, view_lag_ms=7, clock_skew_ms=3
+    )
+    assert proof == same and hash(proof) == hash(same) and repr(proof) == repr(same)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        proof.age_ms = 1  # type: ignore[misc]

@@ -152,3 +152,29 @@ def test_the_cache_is_bounded(vault: FileVault) -> None:
     for ns in ("a", "b", "c", "d"):
         keys.for_write(data_key_name(ns, "quotes"))
     assert len(cache) == 2 and len(keys) == 2
+
+
+def test_commitment_keys_are_derived_once_and_forgotten_with_their_key(
+    vault: FileVault,
+) -> None:
+    keys = DataKeys(vault, KeyCache(16))
+    a, b = data_key_name("a", "quotes", SUBJECT), data_key_name("a", "quotes", OTHER)
+    ka, kb = keys.for_write(a), keys.for_write(b)
+    first = keys.commitment_key(ka)
+    assert first == commitment_key(ka) and keys.commitment_key(ka) is first
+    assert keys.commitment_key(kb) == commitment_key(kb)
+    keys.drop_names({a})
+    assert keys.commitment_key(ka) is not first  # derived again: it was forgotten
+    assert keys.commitment_key(kb) == commitment_key(kb)
+    kept = keys.commitment_key(kb)
+    keys.drop([kb.key_id])
+    assert keys.commitment_key(kb) is not kept
+
+
+def test_the_commitment_key_cache_is_bounded(vault: FileVault) -> None:
+    keys = DataKeys(vault, KeyCache(8), max_names=2)
+    made = [keys.for_write(data_key_name(ns, "quotes")) for ns in ("a", "b", "c")]
+    firsts = [keys.commitment_key(k) for k in made]
+    # "a" was the least recently used of three: derived again, the others not.
+    assert keys.commitment_key(made[2]) is firsts[2]
+    assert keys.commitment_key(made[0]) is not firsts[0]

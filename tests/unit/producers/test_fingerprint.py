@@ -21,6 +21,7 @@ from cachet.producers.fingerprint import (
     canonical_json,
     fingerprint,
     fingerprint_hex,
+    key_fingerprint,
     llm_computation,
 )
 
@@ -303,3 +304,35 @@ def test_distinct_computations_have_distinct_fingerprints(a: Computation, b: Com
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_canonical_numbers_round_trip(x: float) -> None:
     assert float(canonical_json(x)) == x
+
+
+# -- the plain key's fast form --------------------------------------------------
+
+FIELD_SETS = st.one_of(
+    st.none(),
+    st.lists(
+        st.sampled_from(["input", "computation", "parameters", "version", "hardware_class"]),
+        min_size=1,
+        unique=True,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.text(), computation=st.text(), fields=FIELD_SETS)
+def test_key_fingerprint_is_the_fingerprint_of_the_plain_computation(
+    key: str, computation: str, fields: tuple[str, ...] | None
+) -> None:
+    expected = fingerprint(Computation(input=key, computation=computation), fields)
+    assert key_fingerprint(key, computation, fields) == expected
+    if fields is not None:  # any collection of the same names
+        assert key_fingerprint(key, computation, list(fields)) == expected
+
+
+def test_key_fingerprint_refuses_what_fingerprint_refuses() -> None:
+    with pytest.raises(FingerprintError, match="not valid Unicode"):
+        key_fingerprint("\ud800", "quote")
+    with pytest.raises(FingerprintError, match="unknown fingerprint field"):
+        key_fingerprint("k", "quote", ("input", "colour"))
+    with pytest.raises(FingerprintError, match="the str"):
+        key_fingerprint("k", "quote", "input")
