@@ -290,7 +290,10 @@ def _cert_reqs(tls: TlsSettings | None) -> int:
 
 def _bind(host: str, port: int, scheme: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets
+    # that say so, and without it a kept-alive connection waits ~40 ms per
+    # answer (Nagle holding the body for the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # As uvicorn itself binds: a port in TIME_WAIT is free, one in use is not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
