@@ -48,3 +48,10 @@ def fresh_topics(bootstrap_servers: str, partitions: int = 3) -> TopicNames:
     names = TopicNames(f"bench-{uuid.uuid4().hex[:8]}.")
     create_topics(bootstrap_servers, names, partitions)
     return names
+
+
+def against_redis(ratio: float) -> str:
+    """``ratio`` (cachet/redis) in words: how many times faster or slower."""
+    if ratio >= 1:
+        return f"{ratio:.1f}x faster than Redis"
+    return f"{1 / ratio:.1f}x slower than Redis"

@@ -61,7 +61,7 @@ from cachet.ops.bench._node import (
     wait_visible,
 )
 from cachet.ops.bench._redis import redis_server, require_redis
-from cachet.ops.bench._support import percentile
+from cachet.ops.bench._support import against_redis, percentile
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.cache_node import CacheNode
 from cachet.schemas.codec import EventCodec
@@ -353,7 +353,7 @@ def format_report(r: dict[str, Any]) -> str:
         "every read served is in the audit log (reads counted in the reads topic): "
         + ", ".join(f"{node} {count}" for node, count in r["audited_reads"].items())
     )
-    lines.append(f"ratio cachet/redis: {r['ratio']:.3f} ({1 / r['ratio']:.1f}x slower than Redis)")
+    lines.append(f"ratio cachet/redis: {r['ratio']:.3f} ({against_redis(r['ratio'])})")
     warm, cold = r["breakdown_us"], r["breakdown_cold_us"]
     lines.append(
         f"where a read's time goes: median us per step over {r['breakdown_reads']} reads "

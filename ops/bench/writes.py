@@ -41,7 +41,7 @@ from cachet.ops.bench._node import (
     wait_visible,
 )
 from cachet.ops.bench._redis import redis_server, require_redis
-from cachet.ops.bench._support import percentile
+from cachet.ops.bench._support import against_redis, percentile
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.cache_node import CacheNode
 
@@ -197,7 +197,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"{'redis-py SET (baseline)':<34} {r['redis_per_s']:>10.0f} "
         f"{r['redis_p50_us']:>9.1f} {r['redis_p99_us']:>9.1f}",
         f"last version served {r['materialize_lag_after_last_put_ms']:.0f} ms after the last put()",
-        f"ratio cachet/redis: {r['ratio']:.3f} ({1 / r['ratio']:.1f}x slower than Redis)",
+        f"ratio cachet/redis: {r['ratio']:.3f} ({against_redis(r['ratio'])})",
         f"caller thread CPU per put(): {r['cachet_put_cpu_us']:.1f} us",
         f"where a put's time goes: median us per step over {r['breakdown_puts']} put_async calls:",
     ]
