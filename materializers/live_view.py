@@ -24,6 +24,10 @@ An eager invalidation takes effect on arrival, before its seal verifies
 it hides the versions that existed when it arrived, and only until its
 seal verifies or its unsealed timeout passes. A forged one is undone then
 (and alerted by the verifier); a later genuine version is always served.
+The node's low-latency listener may sight such a record before this view's
+consumer does (:meth:`LiveView.hide_early`); the first sighting fixes what
+the record hides, and neither order of the two leaves a stale marker
+(:mod:`cachet.materializers.unverified_invalidations`).
 
 The view also reads ``erasure`` (verified like everything else) and keeps
 a subject index (``s/<subject hash>/<key hash>`` rows, written in the same
@@ -67,6 +71,11 @@ from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.identity import ProducerIdError, identity_of
 from cachet.ledger.record import RecordOrigin
 from cachet.ledger.verifier import Applied, Rejected
+from cachet.materializers.unverified_invalidations import (
+    DEFAULT_MAX_EARLY,
+    EarlySighting,
+    UnverifiedInvalidations,
+)
 from cachet.materializers.view import EntryState, ViewEntry, ViewStore
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import Event, EventType
@@ -77,7 +86,7 @@ from cachet.schemas.payloads import (
     StateTransitioned,
 )
 from cachet.topics import Topic, TopicNames
-from cachet.verdict import ViewHealth
+from cachet.verdict import ViewHealth, ViewStanding
 
 # FRESHNESS_CONFIRMED is re-exported for older callers; its home is
 # cachet.schemas.payloads, with the other wire constants.
@@ -120,13 +129,10 @@ class _Partition:
         return not self.pending or min(self.pending) >= offset
 
 
-@dataclass(frozen=True, slots=True)
-class _Provisional:
-    """An eager invalidation read but not yet verified (see the module docstring)."""
-
-    up_to_version: int
-    expires_at_us: int
-    origin: tuple[str, int, int] | None
+def _version(value: object) -> int | None:
+    """An Invalidated's ``version`` as read before verification: an int, or
+    None (every version) for anything else the schema let through."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class LiveView:
@@ -149,6 +155,7 @@ class LiveView:
         clock: Clock = SYSTEM_CLOCK,
         codec: EventCodec | None = None,
         name: str = "live-view",
+        max_early_invalidations: int = DEFAULT_MAX_EARLY,
     ) -> None:
         self.store = store
         self._names = names
@@ -181,17 +188,25 @@ class LiveView:
         # Verified eager invalidations: key hash -> highest invalidated version,
         # until the key's StateTransitioned lands (then the state says it).
         self._invalidated: dict[bytes, int] = {}
-        # Unverified ones, each bounded in what it hides and for how long.
-        self._provisional: dict[bytes, list[_Provisional]] = {}
-        self._provisional_key_of: dict[tuple[str, int, int], bytes] = {}
         # Key hashes with an event read but not yet applied: a read of one
         # misses (catching up) rather than serve the version before it.
         self._pending_keys: dict[bytes, int] = {}
         self._pending_key_of: dict[tuple[str, int, int], bytes] = {}
         self.discontinuity: str | None = None
+        # What health() reports, kept current by whatever changes it (see
+        # _refresh_standing), so a read never walks the partitions.
+        self._caught_up = False
+        self._standing_lock = threading.Lock()
+        self._standing = self._stand()
         start = store.offsets()
         # What the store holds, kept here so an idle poll reads no RocksDB.
         self._committed: dict[tuple[str, int], int] = dict(start)
+        # Unverified eager invalidations, each bounded in what it hides and for
+        # how long, whether this view's consumer or the node's low-latency
+        # listener sighted it first.
+        self._unverified = UnverifiedInvalidations(
+            self._unsealed_timeout_us, read_from=start, max_early=max_early_invalidations
+        )
         self._seal_parts = [(names(Topic.SEALS), p) for p in range(count(Topic.SEALS))]
         self._control_parts = [(names(Topic.CONTROL), p) for p in range(count(Topic.CONTROL))]
         checkpoint = VerifierCheckpoint.from_rows(store.meta_rows(_CHECKPOINT_PREFIX))
@@ -232,6 +247,7 @@ class LiveView:
         with self._lock:
             self._eof()
             self._commit()
+            self._unverified.sweep(self._clock.now_us())
         if self._erasures_committed:
             self._hand_on_erasures()
         return taken
@@ -241,21 +257,37 @@ class LiveView:
         part = self._parts.get((origin.topic, origin.partition))
         if part is not None:
             part.pending.add(origin.offset)
-            part.at_eof = False
+            if part.at_eof:
+                part.at_eof = False
+                self._refresh_standing()  # behind from now: reads see the lag at once
         key_hash = event.payload.get("key_hash") if isinstance(event.payload, dict) else None
-        if not isinstance(key_hash, bytes):
-            return
         with self._lock:
+            # From here on the low-latency listener leaves this record to us
+            # (the same lock orders the two: see hide_early).
+            sighted = self._unverified.view_read(coords)
+            if not isinstance(key_hash, bytes):
+                return
             self._pending_keys[key_hash] = self._pending_keys.get(key_hash, 0) + 1
             self._pending_key_of[coords] = key_hash
-        if event.type is EventType.INVALIDATED and event.payload.get("mode") == "EAGER":
             # Takes effect on arrival, before its seal is verified, but bounded:
             # only versions that exist now, only until the unsealed timeout
             # (a forged one must not hide the key for good, nor hide a later
-            # genuine version). Undone when the verifier refuses it.
-            self._note_provisional(key_hash, event.payload.get("version"), coords)
-            if self._on_change:
-                self._on_change(key_hash)
+            # genuine version). Undone when the verifier refuses it. Sighted
+            # first by the listener: its marker already stands.
+            hidden = (
+                not sighted
+                and event.type is EventType.INVALIDATED
+                and event.payload.get("mode") == "EAGER"
+                and self._unverified.view_note(
+                    coords,
+                    key_hash,
+                    _version(event.payload.get("version")),
+                    self._current_version(key_hash),
+                    self._clock.now_us(),
+                )
+            )
+        if hidden and self._on_change:
+            self._on_change(key_hash)
 
     def _resolved(self, origin: RecordOrigin | None) -> None:
         if origin is None:
@@ -300,6 +332,7 @@ class LiveView:
                 self._ticks[origin.partition] = max(
                     self._ticks.get(origin.partition, 0), event.occurred_at_us
                 )
+                self._refresh_standing()
             elif origin.topic == self._erasure_topic and self._erasure_listeners:
                 try:
                     identity = identity_of(seal.producer_id)
@@ -488,37 +521,60 @@ class LiveView:
 
     def _eof(self) -> None:
         now = self._clock.now_us()
+        changed = False
         for key, offset in list(self.consumer.eof.items()):
             part = self._parts.get(key)
             if part is not None and not part.at_eof:
                 part.at_eof = True
                 part.last_progress_us = now
+                changed = True
                 if part.target is None:
                     part.target = offset
         self.consumer.eof.clear()
-        for part in self._parts.values():
-            # Ready means caught up: everything below the log end observed at
-            # start was applied or refused, not merely read.
-            if not part.reached_eof_once and part.target is not None:
-                part.reached_eof_once = part.resolved_below(part.target)
+        if not self._caught_up:
+            for part in self._parts.values():
+                # Ready means caught up: everything below the log end observed
+                # at start was applied or refused, not merely read.
+                if not part.reached_eof_once and part.target is not None:
+                    part.reached_eof_once = part.resolved_below(part.target)
+            # Once caught up, always: reached_eof_once and the registry's
+            # readiness never go back.
+            self._caught_up = self.consumer.registry_caught_up and all(
+                p.reached_eof_once for p in self._parts.values()
+            )
+            changed = changed or self._caught_up
+        if changed:
+            self._refresh_standing()
+
+    def _stand(self) -> ViewStanding:
+        behind = [p.last_progress_us for p in self._parts.values() if not p.at_eof]
+        ticks = self._ticks
+        return ViewStanding(
+            caught_up=self._caught_up,
+            discontinuity=self.discontinuity is not None,
+            ticked_through_us=min(ticks.values()) if len(ticks) >= self._tick_partitions else None,
+            behind_since_us=min(behind) if behind else None,
+        )
+
+    def _refresh_standing(self) -> None:
+        """Rebuild the standing from what it is made of (partitions at the
+        log end, ticks, caught up, discontinuity). Called by whoever changed
+        one of those, after the change: the poll thread (records, log ends,
+        ticks) and whoever finds a discontinuity. The lock makes the last
+        rebuild the one that read the latest values (two threads may
+        rebuild at once); reads take no lock, the standing is immutable."""
+        with self._standing_lock:
+            self._standing = self._stand()
+
+    def standing(self) -> ViewStanding:
+        """The view's health as a read needs it: O(1), no lock (see
+        :class:`~cachet.verdict.ViewStanding`; ``standing().at(now_us)`` is
+        :meth:`health` at ``now_us``)."""
+        return self._standing
 
     def health(self) -> ViewHealth:
         """What a read needs to know about this view, now."""
-        now = self._clock.now_us()
-        caught_up = self.consumer.registry_caught_up and all(
-            p.reached_eof_once for p in self._parts.values()
-        )
-        behind = [p.last_progress_us for p in self._parts.values() if not p.at_eof]
-        lag_ms = max(0, (now - min(behind)) // 1000) if behind else 0
-        tick_age_ms: int | None = None
-        if len(self._ticks) >= self._tick_partitions:
-            tick_age_ms = max(0, (now - min(self._ticks.values())) // 1000)
-        return ViewHealth(
-            caught_up=caught_up,
-            last_tick_age_ms=tick_age_ms,
-            lag_ms=lag_ms,
-            discontinuity=self.discontinuity is not None,
-        )
+        return self._standing.at(self._clock.now_us())
 
     def catching_up(self) -> list[str]:
         """What this view still waits for before it may serve."""
@@ -533,34 +589,51 @@ class LiveView:
         """This node invalidated versions up to ``version`` (all when None) of a
         key: hide them now, until this node's own Invalidated is verified or
         the unsealed timeout passes (the same bound as any unverified one)."""
-        self._note_provisional(key_hash, version, None)
-
-    def _note_provisional(
-        self, key_hash: bytes, version: int | None, origin: tuple[str, int, int] | None
-    ) -> None:
         with self._lock:
-            current = self._batch.current(key_hash)
-            if current is None:
-                return  # nothing exists yet, so nothing to hide
-            # Never beyond what exists now: a later genuine version is served.
-            limit = current.version if version is None else min(version, current.version)
-            expires = self._clock.now_us() + self._unsealed_timeout_us
-            self._provisional.setdefault(key_hash, []).append(_Provisional(limit, expires, origin))
-            if origin is not None:
-                self._provisional_key_of[origin] = key_hash
+            self._unverified.own(
+                key_hash, version, self._current_version(key_hash), self._clock.now_us()
+            )
+
+    def hide_early(
+        self, origin: tuple[str, int, int], key_hash: bytes, version: int | None
+    ) -> EarlySighting:
+        """The low-latency listener read an eager Invalidated at ``origin``
+        (topic, partition, offset) before this view verified it: hide what it
+        names now, exactly as this view would on reading it (see
+        :mod:`~cachet.materializers.unverified_invalidations`), and evict the
+        key from the node's cache. Changes nothing else: no offset, chain,
+        sequence or duplicate memory.
+
+        Under the view's lock, against the view's read position: if this
+        view read the record already it is refused (READ_BY_VIEW), because
+        the view has applied it, refused it or holds its own marker; a marker
+        added here is dropped when the view applies or refuses the record.
+        """
+        with self._lock:
+            sighting = self._unverified.listener_sighted(
+                origin, key_hash, version, self._current_version(key_hash), self._clock.now_us()
+            )
+        if sighting is EarlySighting.HIDDEN and self._on_change:
+            self._on_change(key_hash)
+        return sighting
+
+    def unverified_invalidations(self) -> tuple[int, int]:
+        """(markers held, of which sighted by the listener and not read by this
+        view yet): what unverified eager invalidations cost in memory now."""
+        with self._lock:
+            return self._unverified.marker_count, self._unverified.early_count
+
+    def _current_version(self, key_hash: bytes) -> int | None:
+        # Holding the lock: the key's version as applied so far, uncommitted
+        # changes included (what a marker may hide is what exists now).
+        current = self._batch.current(key_hash)
+        return None if current is None else current.version
 
     def _drop_provisional(self, origin: tuple[str, int, int]) -> None:
         # Called for every applied or refused event: one dict lookup, not a
         # scan of every marker.
-        key_hash = self._provisional_key_of.pop(origin, None)
-        if key_hash is None:
-            return
-        kept = [m for m in self._provisional.get(key_hash, ()) if m.origin != origin]
-        if kept:
-            self._provisional[key_hash] = kept
-        else:
-            self._provisional.pop(key_hash, None)
-        if self._on_change:
+        key_hash = self._unverified.resolve(origin)
+        if key_hash is not None and self._on_change:
             self._on_change(key_hash)
 
     def invalidated(self, key_hash: bytes, version: int) -> bool:
@@ -569,17 +642,7 @@ class LiveView:
             limit = self._invalidated.get(key_hash)
             if limit is not None and version <= limit:
                 return True
-            marks = self._provisional.get(key_hash)
-            if not marks:
-                return False
-            now = self._clock.now_us()
-            live = [m for m in marks if m.expires_at_us > now]
-            if len(live) != len(marks):
-                if live:
-                    self._provisional[key_hash] = live
-                else:
-                    del self._provisional[key_hash]
-            return any(version <= m.up_to_version for m in live)
+            return self._unverified.hides(key_hash, version, self._clock.now_us())
 
     def pending(self, key_hash: bytes) -> bool:
         """An event for this key was read and is not applied yet (waiting for
@@ -690,6 +753,7 @@ class LiveView:
             if self.discontinuity is not None:
                 return
             self.discontinuity = detail
+        self._refresh_standing()
         log.error("LogDiscontinuity: %s; this view serves nothing until rebuilt", detail)
         if kind == "log_vanished" and self._on_log_vanished:
             self._on_log_vanished()

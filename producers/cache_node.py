@@ -27,14 +27,17 @@ from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.crypto.vault import KeyCache, KeyVault, VaultBackend, VaultConfig, open_vault
+from cachet.materializers.invalidation_listener import InvalidationListener
 from cachet.materializers.live_view import LiveView
+from cachet.materializers.unverified_invalidations import EarlySighting
 from cachet.materializers.view import ViewEntry
 from cachet.producers.data_keys import DataKeys, data_key_name
 from cachet.producers.read_audit import ReadAudit
-from cachet.producers.sealing import LedgerAlerts, SealingProducer
+from cachet.producers.sealing import Delivery, LedgerAlerts, SealingProducer
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import Event, EventType
-from cachet.schemas.payloads import ErasureCompleted, ErasureRequested, ErasureScope
+from cachet.schemas.payloads import ErasureCompleted, ErasureRequested, ErasureScope, Invalidated
+from cachet.topics import Topic
 from cachet.verdict import EntryFacts
 
 __all__ = ["CacheNode", "L1Cache", "L1Entry", "NodeHealth", "NodeKeys"]
@@ -133,11 +136,18 @@ class NodeHealth:
 @dataclass(frozen=True, slots=True)
 class L1Entry:
     """A decrypted entry the L1 serves: the view entry, its plaintext, and the
-    facts a read evaluates against its contract (derived once, when cached)."""
+    facts a read evaluates against its contract (derived once, when cached).
+
+    ``commitment_verified``: this plaintext was checked against the value
+    commitment of the entry's sealed CacheWritten (by the read that cached
+    it, or by :meth:`L1Cache.mark_verified` after a later read checked it).
+    It describes this object only: an entry never changes (a change to its
+    key evicts it, and anything cached later is a new, unverified object)."""
 
     entry: ViewEntry
     plaintext: bytes
     facts: EntryFacts
+    commitment_verified: bool = False
 
 
 class _ChangeStamps(LRUCache[bytes, int]):
@@ -233,6 +243,17 @@ class L1Cache:
             self._entries[key_hash] = cached
             return True
 
+    def mark_verified(self, cached: L1Entry) -> bool:
+        """Replace ``cached`` by the same entry marked ``commitment_verified``,
+        if ``cached`` is still what the cache holds for its key (an evict or
+        a newer put in between: nothing is replaced). Returns whether it was."""
+        key_hash = cached.entry.key_hash
+        with self._lock:
+            if self._entries.get(key_hash) is not cached:
+                return False
+            self._entries[key_hash] = replace(cached, commitment_verified=True)
+            return True
+
     def evict(self, key_hash: bytes) -> None:
         """The key changed (in the view, or was invalidated): drop its entry
         and refuse every put whose generation was taken before now."""
@@ -303,8 +324,10 @@ class CacheNode:
         self.audit = ReadAudit(
             self.producer,
             config.audit.mode,
+            node_id=self.node_id,
             max_pending=config.audit.max_pending_events,
             flush_interval_ms=config.audit.flush_interval_ms,
+            batch_max_reads=config.audit.batch_max_reads,
         )
         registry = registry if registry is not None else CollectorRegistry()
         self.reads = Counter(
@@ -321,14 +344,35 @@ class CacheNode:
             "L1 entries evicted because a verified erasure event named their subject",
             registry=registry,
         )
+        early = Counter(
+            "cachet_early_invalidations",
+            "Eager invalidations the low-latency listener read before the view verified "
+            "them, by what the sighting did",
+            ["outcome"],
+            registry=registry,
+        )
+        self._sightings = {s: early.labels(s.value) for s in EarlySighting}
         self.registry = registry
         self.view.add_erasure_listener(self._on_erasure_event)
+        # Eager invalidations reach this node's view (and L1) as they arrive,
+        # not a poll cycle later: a hide bounded like any unverified one, and
+        # nothing else (see cachet.materializers.invalidation_listener).
+        self.listener = InvalidationListener(
+            self.view,
+            bootstrap_servers,
+            self.names,
+            self.codec,
+            config.kafka.partitions_for(Topic.INVALIDATIONS),
+            on_sighting=lambda s: self._sightings[s].inc(),
+            name=f"cachet-invalidations-{self.node_id}",
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"cachet-node-{self.node_id}", daemon=True
         )
         self._publish_contracts()
         self._thread.start()
+        self.listener.start()
 
     # -- the background loop ---------------------------------------------
 
@@ -339,6 +383,20 @@ class CacheNode:
             except Exception:  # noqa: BLE001 - a node must not die on one failure
                 log.exception("node %s: view poll failed", self.node_id)
                 time.sleep(0.1)
+
+    def emit_invalidation(self, invalidation: Invalidated) -> Delivery:
+        """Emit an eager Invalidated and hand it to the broker at once, not
+        after the producer's ``linger.ms``: every other node's listener sees
+        it a fetch later. Returns once the broker answered (or after a short
+        bound: the delivery tells). Its seal follows with the producer's next
+        batch, as for any event. Raises
+        :class:`~cachet.producers.sealing.EmitRejected` (nothing emitted)
+        like any emit."""
+        delivery = self.producer.emit_with_receipt(
+            EventType.INVALIDATED, invalidation.to_avro(), key=invalidation.key_hash
+        )
+        self.producer.send_now(delivery)
+        return delivery
 
     def _publish_contracts(self) -> None:
         for name, contract in sorted(self.contracts.items()):
@@ -444,11 +502,19 @@ class CacheNode:
         return self.l1.generation(key_hash)
 
     def l1_put(
-        self, entry: ViewEntry, plaintext: bytes, facts: EntryFacts, generation: int
+        self,
+        entry: ViewEntry,
+        plaintext: bytes,
+        facts: EntryFacts,
+        generation: int,
+        *,
+        commitment_verified: bool = False,
     ) -> bool:
         """Cache a decrypted entry unless the key changed since ``generation``
-        was taken (a read that raced a change must not refill L1 with it)."""
-        return self.l1.put(L1Entry(entry, plaintext, facts), generation)
+        was taken (a read that raced a change must not refill L1 with it).
+        ``commitment_verified``: the caller checked ``plaintext`` against the
+        entry's sealed commitment (see :class:`L1Entry`)."""
+        return self.l1.put(L1Entry(entry, plaintext, facts, commitment_verified), generation)
 
     def evict_all(self) -> int:
         """Drop every cached value and key hash; returns how many values."""
@@ -504,6 +570,7 @@ class CacheNode:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self.listener.close()  # before the view it hides in
         self.audit.close()
         try:
             self.producer.close(10)

@@ -935,6 +935,17 @@ class SealingProducer:
                 f"{self.producer_id}: broker did not acknowledge within {timeout_s}s"
             )
 
+    def send_now(self, delivery: Delivery, timeout_s: float = 0.25) -> None:
+        """Hand ``delivery``'s event (and whatever was emitted before it) to
+        the broker now, not after ``linger.ms``: an eager invalidation must
+        leave at once. librdkafka skips the linger only while a flush runs,
+        so this flushes in short steps until the event is answered, at most
+        ``timeout_s`` (other traffic is not waited for); the delivery says
+        whether it was acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while not delivery.done and time.monotonic() < deadline:
+            self._producer.flush(0.001)
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Seal everything emitted so far and wait until the seals are acknowledged."""
         deadline = time.monotonic() + timeout_s

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachet.ops.node_process import node_run_command
 from cachet.producers.http.credentials import new_token, token_digest
 
 # The owner credential every `cachet node run` of these tests accepts (the
@@ -89,25 +89,7 @@ class NodeProcess:
 def start_node(
     name: str, config: Path, servers: str, kek: Path, data_dir: Path, log_dir: Path
 ) -> NodeProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "cachet.cli.main",
-        "node",
-        "run",
-        "--config",
-        str(config),
-        "--bootstrap-servers",
-        servers,
-        "--kek-file",
-        str(kek),
-        "--node-id",
-        name,
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-    ]
+    cmd = node_run_command(name, config, servers, kek, data_dir)
     log = open(log_dir / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(
         cmd,
