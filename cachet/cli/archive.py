@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from cachet.cli.processors import HealthServer
     from cachet.crypto.registry import KeyRegistry
     from cachet.materializers.archive.archiver import Archiver, ArchiveSettings
+    from cachet.materializers.archive.broker_anchors import anchored_segments
     from cachet.materializers.archive.selfcheck import SelfVerification
     from cachet.producers.sealing import LedgerAlerts, SealingProducer
     from cachet.schemas.codec import EventCodec
@@ -205,6 +206,18 @@ def run(args: argparse.Namespace) -> int:
             topic=Topic.ARCHIVE,
         ).wait(10.0)
 
+    def verified_anchors(archive_id: str) -> set[int]:
+        return anchored_segments(
+            ctx.bootstrap_servers,
+            ctx.topic_names,
+            anchor,
+            required,
+            archive_id=archive_id,
+            identity=identity,
+            partitions={t: config.kafka.partitions_for(t) for t in Topic},
+            codec=codec,
+        )
+
     settings = ArchiveSettings.from_config(config)
     stop = threading.Event()
     health: HealthServer | None = None
@@ -220,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
             emit_anchor=emit_anchor,
             registry=KeyRegistry(anchor, required),
             consumer_overrides=config.kafka.consumer_overrides,
+            anchored=verified_anchors,
         )
         arch = archiver
 

@@ -21,13 +21,14 @@ from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
 from cachet.kafka.settings import producer_settings
 from cachet.kafka.verifying import VerifyingConsumer
+from cachet.ledger.identity import ProducerIdError, identity_of
 from cachet.ledger.verifier import Applied
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import EventType
 from cachet.schemas.payloads import ArchiveSegmentSealed
 from cachet.topics import Topic, TopicNames
 
-__all__ = ["BrokerAnchor", "read_broker_anchors"]
+__all__ = ["BrokerAnchor", "anchored_segments", "read_broker_anchors"]
 
 log = logging.getLogger(__name__)
 
@@ -87,4 +88,34 @@ def read_broker_anchors(
             log.warning("archive topic not read to its end within %.0fs", timeout_s)
     finally:
         vc.close()
+    return found
+
+
+def anchored_segments(
+    servers: str,
+    names: TopicNames,
+    anchor: KeySet,
+    required: Collection[SignatureScheme],
+    *,
+    archive_id: str,
+    identity: str,
+    partitions: Mapping[Topic, int] | int = 3,
+    timeout_s: float = 30.0,
+    codec: EventCodec | None = None,
+) -> set[int]:
+    """Segment numbers of ``archive_id`` anchored in the ledger under a
+    verified seal of ``identity``: what an archiver restarting needs not
+    anchor again. An anchor whose seal a crash lost (SIGKILL between the
+    anchor and its seal), or one an attacker wrote under another key, does
+    not count, so the archiver anchors that segment again."""
+    found: set[int] = set()
+    for a, producer_id in read_broker_anchors(
+        servers, names, anchor, required, partitions=partitions, timeout_s=timeout_s, codec=codec
+    ):
+        try:
+            ours = identity_of(producer_id) == identity
+        except ProducerIdError:
+            ours = False
+        if ours and a.archive_id == archive_id:
+            found.add(a.segment_seq)
     return found

@@ -3,19 +3,24 @@ just before a crash (its anchor never produced) is anchored on the next start.""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from cachet.errors import CachetError
+from cachet.ledger.identity import epoch_producer_id
 from cachet.materializers.archive.archiver import Archiver, ArchiveSettings, anchored_seqs
+from cachet.materializers.archive.broker_anchors import anchored_segments
 from cachet.materializers.archive.report import SegmentStatus
 from cachet.materializers.archive.segment import list_segments
 from cachet.materializers.archive.verify import verify_archive
-from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
+from cachet.schemas.events import SAMPLE_PAYLOADS, EventType, SealRef, new_event
 from cachet.schemas.payloads import ArchiveSegmentSealed
 from cachet.topics import Topic
+from tests.integration.cache.logtools import produce_raw
+from tests.integration.ledger_support import REQUIRED
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +75,38 @@ def test_segment_closed_without_its_anchor_is_anchored_on_restart(tmp_path: Path
     assert report.ok, report.first and report.first.describe()
     assert report.segments[0].status is SegmentStatus.VERIFIED
     assert len(list_segments(settings.directory)) >= 2
+
+
+def test_an_anchor_without_a_verified_seal_does_not_count_and_the_segment_is_anchored_again(tmp_path: Path, ledger, producer_keys) -> None:  # fmt: skip
+    # The archiver's anchor reached the topic but its seal did not (SIGKILL
+    # between the two), or an attacker wrote one in its name: either way no
+    # verified anchor exists, and a restart must anchor the segment again.
+    ledger.register("writer-y", producer_keys)
+    ledger.register(IDENTITY, producer_keys)
+    writer = ledger.sealing_producer("writer-y", producer_keys)
+    for i in range(4):
+        payload = dict(SAMPLE_PAYLOADS[EventType.CACHE_WRITTEN])
+        payload["key_hash"] = i.to_bytes(32, "big")
+        writer.emit_with_receipt(EventType.CACHE_WRITTEN, payload, key=b"k%d" % i).wait(10)
+    writer.flush(10)
+    settings = ArchiveSettings(tmp_path / "archive", tmp_path / "backup", segment_max_age_s=0.3)
+    unsealed: list[ArchiveSegmentSealed] = []
+    first = Archiver(ledger.servers, ledger.names, settings, emit_anchor=unsealed.append, archive_id="e" * 32)  # fmt: skip
+    assert poll_until(first, lambda: first.health.segments_closed >= 1 and bool(unsealed))
+    first.consumer.close()  # dies without a clean stop
+    # Its anchor, under its identity and an epoch whose seal never comes.
+    epoch = epoch_producer_id(IDENTITY, os.urandom(8).hex())
+    event = new_event(EventType.ARCHIVE_SEGMENT_SEALED, unsealed[0].to_avro(), producer_id=epoch, producer_seq=0, seal_ref=SealRef(0, 0))  # fmt: skip
+    produce_raw(ledger.servers, ledger.names(Topic.ARCHIVE), [(b"e" * 32, ledger.codec.encode(event), (), None)])  # fmt: skip
+    assert 0 in anchored_seqs(ledger.servers, ledger.names, ledger.codec, "e" * 32)
+
+    def verified(archive_id: str) -> set[int]:
+        return anchored_segments(ledger.servers, ledger.names, ledger.anchor.public(), REQUIRED, archive_id=archive_id, identity=IDENTITY, timeout_s=20)  # fmt: skip
+
+    assert verified("e" * 32) == set()  # the unsealed anchor does not count
+    anchors: list[ArchiveSegmentSealed] = []
+    second = Archiver(ledger.servers, ledger.names, settings, emit_anchor=anchors.append, anchored=verified)  # fmt: skip
+    assert second.archive_id == "e" * 32
+    assert [a.segment_seq for a in anchors] == [0]  # anchored again
+    second.close()
+    writer.close(10)
