@@ -38,7 +38,6 @@ not delivered is counted (per read), logged, and reported by
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -65,10 +64,9 @@ log = logging.getLogger(__name__)
 _SYNC_ACK_TIMEOUT_S = 10.0
 # How often the emitter, waiting for an acknowledgement, checks for close.
 _ACK_POLL_S = 0.5
-# How long a sync flush makes the client send at once (librdkafka's flush
-# ignores linger.ms while it runs): about 2.5 ms less per acknowledgement on
-# the embedded broker; bounded, as it also waits for the producer's other
-# events.
+# How long a sync flush makes the client send at once
+# (SealingProducer.send_now): about 2.5 ms less per acknowledgement on the
+# embedded broker.
 _SYNC_SEND_NOW_S = 0.005
 # How long the emitter waits before it offers a batch again to a client
 # whose local queue is full.
@@ -241,9 +239,8 @@ class ReadAudit:
             self._emit(reads, start, end, group, sent)
             start = end
         if self._sync and sent:
-            # Unanswered events left (ours or others') raise: ours are waited for below.
-            with contextlib.suppress(SealingError):
-                self._producer.acknowledge(_SYNC_SEND_NOW_S)
+            # Sync readers wait on these: out to the broker now, not after linger.ms.
+            self._producer.send_now(sent[-1][2], _SYNC_SEND_NOW_S)
         for first, end, delivery in sent:
             why = self._acknowledgement(delivery)
             if why is None:

@@ -49,6 +49,7 @@ from typing import Any
 from cachet.config import CachetConfig, default_config
 from cachet.config.enums import AuditMode
 from cachet.ledger.identity import identity_of
+from cachet.ledger.reads import audited_reads
 from cachet.materializers.replay.source import BrokerSource, PartitionEnd
 from cachet.ops.bench._node import (
     BENCH_CONTRACT,
@@ -65,7 +66,6 @@ from cachet.ops.bench._support import against_redis, percentile
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.cache_node import CacheNode
 from cachet.schemas.codec import EventCodec
-from cachet.schemas.events import EventType
 from cachet.topics import Topic, TopicNames
 
 __all__ = ["format_report", "run"]
@@ -210,10 +210,7 @@ def _audited_reads(servers: str, names: TopicNames) -> Counter[str]:
         if isinstance(item, PartitionEnd):
             continue
         event = codec.decode(item.raw)
-        if event.type is EventType.CACHE_READ_BATCH:
-            counts[identity_of(event.producer_id)] += len(event.payload["reads"])
-        elif event.type is EventType.CACHE_READ:
-            counts[identity_of(event.producer_id)] += 1
+        counts[identity_of(event.producer_id)] += sum(1 for _ in audited_reads(event))
     return counts
 
 

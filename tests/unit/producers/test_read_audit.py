@@ -99,7 +99,7 @@ class _Broker:
             answer.give()
         return answer
 
-    def acknowledge(self, timeout_s: float = 10.0) -> None:
+    def send_now(self, delivery: _Answer, timeout_s: float = 0.25) -> None:
         """The sync flush asks the client to send at once; answers come as given."""
 
     def reads(self) -> list[dict[str, Any]]:
