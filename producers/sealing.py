@@ -146,7 +146,7 @@ class SealingSettings:
     """Batching, limits and health thresholds of one sealing producer.
 
     A batch closes at ``batch_max_events``; or once ``batch_max_ms`` old if
-    it holds fewer than 64 events or the signing budget has room
+    it holds a watermark tick or the signing budget has room
     (``sign_cpu_budget`` of one core, sustained, with half a second of
     signing as burst); or at ``max_delay_ms`` in any case. A window never
     closes a batch while an earlier one waits for the signer: the open batch
@@ -198,6 +198,8 @@ class _Batch:
     acked: int = 0
     failed: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+    # Holds an event the signing budget never holds past the window.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,11 +345,13 @@ class SealRecord:
     sealed_at: float
 
 
-# The signing budget holds a batch past its window only once it has this many
-# events: holding a handful (a round of watermark ticks) saves little signing
-# and makes every event in it older, which short freshness contracts cannot
-# afford. The budget exists to let batches under load grow.
-_BUDGET_HOLDS_FROM = 64
+# The signing budget never holds a batch that carries a watermark tick past
+# its window: the tick's age is what short freshness contracts are judged
+# on, and a round of ticks is a handful of events, so holding it saves
+# little signing. Everything else (writes, read batches, transitions) waits
+# for the budget up to max_delay_ms: the budget exists to let batches under
+# load grow, and a few events a window (a node's read batches) are load too.
+_NEVER_HELD = frozenset({EventType.WATERMARK_TICK})
 
 
 class _SignBudget:
@@ -594,6 +598,8 @@ class SealingProducer:
             self._next_seq += 1
             batch.leaf_hashes.append(leaf_hash(data))
             batch.leaf_topics.append(topic.value)
+            if event_type in _NEVER_HELD:
+                batch.urgent = True
             delivery = Delivery(event, topic_name, self._poll)
             token = self._emitted
             self._emitted += 1
@@ -695,7 +701,7 @@ class SealingProducer:
                     age = now - b.opened_at
                     if age >= max_delay_s or (
                         age >= window_s
-                        and (len(b.leaf_hashes) < _BUDGET_HOLDS_FROM or self._budget.allows(now))
+                        and (b.urgent or self._budget.allows(now))
                     ):
                         self._close_open_batch()
                 self._lock.wait(min(window_s / 4, 0.05))

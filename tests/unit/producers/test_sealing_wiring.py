@@ -96,31 +96,42 @@ def test_ledger_alerts_never_raise(
     )
 
 
-def _open_events_after(producer: SealingProducer, clock: ManualClock, events: int) -> int:
-    """Emit ``events``, spend the whole signing budget, move past the batch
-    window (not the delay bound), and let the window thread look twice."""
-    payload = dict(SAMPLE_PAYLOADS[EventType.WATERMARK_TICK])
+def _open_events_after(
+    producer: SealingProducer,
+    clock: ManualClock,
+    events: int,
+    event_type: EventType = EventType.WATERMARK_TICK,
+) -> int:
+    """Emit ``events`` of ``event_type``, spend the whole signing budget,
+    move past the batch window (not the delay bound), and let the window
+    thread look twice."""
+    payload = dict(SAMPLE_PAYLOADS[event_type])
     for i in range(events):
-        producer.emit(EventType.WATERMARK_TICK, {**payload, "tick_seq": i}, partition=0)
+        if event_type is EventType.WATERMARK_TICK:
+            producer.emit(event_type, {**payload, "tick_seq": i}, partition=0)
+        else:
+            producer.emit(event_type, {**payload, "version": i + 1}, key=payload["key_hash"])
     producer._budget.spend(60.0, clock.monotonic())  # a minute of signing owed
     clock.advance(SealingSettings().batch_max_ms / 1000 * 2)  # past the window
     time.sleep(0.3)  # the window thread wakes every few ms (no assertion on time)
     return producer.position.open_batch_events
 
 
-def test_a_spent_budget_holds_a_large_batch_past_its_window(
+def test_a_spent_budget_holds_a_few_writes_past_their_window(
     manual: tuple[SealingProducer, ManualClock],
 ) -> None:
+    # A node's read batches are a few events a window that carry thousands
+    # of reads: sealing them at every window would sign 20 times a second.
     producer, clock = manual
-    assert _open_events_after(producer, clock, 64) == 64
-    clock.advance(SealingSettings().max_delay_ms / 1000)  # the delay bound closes it anyway
+    assert _open_events_after(producer, clock, 3, EventType.CACHE_WRITTEN) == 3
+    clock.advance(SealingSettings().max_delay_ms / 1000)  # the delay bound closes it
     deadline = time.monotonic() + 10
     while producer.position.open_batch_events and time.monotonic() < deadline:
         time.sleep(0.01)
     assert producer.position.open_batch_events == 0
 
 
-def test_a_spent_budget_never_holds_a_small_batch(
+def test_a_spent_budget_never_holds_a_batch_with_a_tick(
     manual: tuple[SealingProducer, ManualClock],
 ) -> None:
     # A round of ticks under a short freshness contract must not wait.
