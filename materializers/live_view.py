@@ -646,9 +646,13 @@ class LiveView:
 
     def pending(self, key_hash: bytes) -> bool:
         """An event for this key was read and is not applied yet (waiting for
-        its seal): its current version may be about to change."""
-        with self._lock:
-            return key_hash in self._pending_keys
+        its seal): its current version may be about to change.
+
+        No lock: one dict lookup is atomic, and a read that asks this has
+        its entry already, so seeing the dict mid-way through an apply
+        (pending dropped, store not yet changed) answers what waiting for
+        the lock would have answered about that entry."""
+        return key_hash in self._pending_keys
 
     def state_hash(self) -> bytes:
         """The committed view's state hash (see :meth:`ViewStore.state_hash`),

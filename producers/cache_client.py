@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import Counter
-
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
 from cachet.config.enums import Classification, InvalidationMode, Role, VerificationMode
@@ -307,8 +305,8 @@ class CacheClient:
         self._sample = sample or random.SystemRandom().random
         # Read plans by contract name, made on a contract's first read.
         self._plans: dict[str, _ReadPlan] = {}
-        # cachet_reads children by miss reason (None: served), bound on first use.
-        self._read_counters: dict[MissReason | None, Counter] = {}
+        # cachet_reads kinds by miss reason (None: served), made on first use.
+        self._read_kinds: dict[MissReason | None, tuple[str, str]] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -978,11 +976,10 @@ class CacheClient:
     def _audit(self, key_hash: bytes, namespace: str, contract: str, r: CacheResponse) -> None:
         node = self._node
         reason = r.reason.value if r.reason else SERVED
-        counter = self._read_counters.get(r.reason)
-        if counter is None:
-            counter = node.reads.labels("hit" if r.hit else "miss", reason)
-            self._read_counters[r.reason] = counter
-        counter.inc()
+        kind = self._read_kinds.get(r.reason)
+        if kind is None:
+            kind = self._read_kinds[r.reason] = ("hit" if r.hit else "miss", reason)
+        node.reads.count(kind)
         if r.reason in _VIOLATIONS:
             node.violations.labels(contract, reason).inc()
             node.alert(

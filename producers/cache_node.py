@@ -33,6 +33,7 @@ from cachet.materializers.unverified_invalidations import EarlySighting
 from cachet.materializers.view import ViewEntry
 from cachet.producers.data_keys import DataKeys, data_key_name
 from cachet.producers.read_audit import ReadAudit
+from cachet.producers.read_tally import ReadTally
 from cachet.producers.sealing import Delivery, LedgerAlerts, SealingProducer
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import Event, EventType
@@ -330,9 +331,7 @@ class CacheNode:
             batch_max_reads=config.audit.batch_max_reads,
         )
         registry = registry if registry is not None else CollectorRegistry()
-        self.reads = Counter(
-            "cachet_reads", "Reads by outcome and reason", ["outcome", "reason"], registry=registry
-        )
+        self.reads = ReadTally(registry)
         self.violations = Counter(
             "cachet_contract_violations",
             "Reads that violated their contract",

@@ -189,9 +189,7 @@ def _warm(node: CacheNode, keys: list[str]) -> None:
 
 def _served(node: CacheNode) -> int:
     """Reads the node served (hits and misses): its ``cachet_reads`` counter."""
-    return int(
-        sum(s.value for m in node.reads.collect() for s in m.samples if s.name.endswith("_total"))
-    )
+    return node.reads.total()
 
 
 def _drained(node: CacheNode, target: int, timeout_s: float = 120.0) -> float | None:
