@@ -993,21 +993,26 @@ class CacheClient:
                     "node_id": node.node_id,
                 },
             )
-        node.audit.record(
-            key_hash,
-            {
-                "key_hash": key_hash,
-                "namespace": namespace,
-                "contract": contract,
-                "outcome": "HIT" if r.hit else "MISS",
-                "reason": reason,
-                "fingerprint": r.fingerprint,
-                "version": r.version,
-                "freshness": r.freshness.to_payload() if r.freshness else None,
-                "reader_role": self._role_value,
-                "node_id": node.node_id,
-            },
-        )
+        read = {
+            "key_hash": key_hash,
+            "namespace": namespace,
+            "contract": contract,
+            "outcome": "HIT" if r.hit else "MISS",
+            "reason": reason,
+            "fingerprint": r.fingerprint,
+            "version": r.version,
+            "freshness": None,
+            "reader_role": self._role_value,
+            "node_id": node.node_id,
+        }
+        proof = r.freshness
+        if proof is not None:
+            # Flat, for the garbage collector's sake (ReadAudit nests it).
+            read["age_ms"] = proof.age_ms
+            read["max_staleness_ms"] = proof.max_staleness_ms
+            read["headroom_ms"] = proof.headroom_ms
+            read["view_lag_ms"] = proof.view_lag_ms
+        node.audit.record(key_hash, read)
 
 
 # Every hit makes a response. A frozen dataclass's __init__ sets each field

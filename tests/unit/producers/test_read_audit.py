@@ -10,9 +10,11 @@ and the verifying consumer are in tests/integration/cache/test_read_audit.py.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -83,6 +85,8 @@ class _Broker:
     ) -> _Answer:
         with self._lock:
             seq = len(self.events)
+            # A copy: the audit empties its list once the producer took the bytes.
+            payload = {**payload, "reads": list(payload["reads"])}
             event = new_event(
                 event_type,
                 payload,
@@ -255,7 +259,9 @@ class _Spy:
 
     def emit_with_receipt(self, event_type: EventType, payload: dict, **kw: Any) -> Any:
         delivery = self.producer.emit_with_receipt(event_type, payload, **kw)
-        self.accepted.append(delivery.event)
+        # A copy: the audit empties its list once the producer took the bytes.
+        event = delivery.event
+        self.accepted.append(replace(event, payload={**payload, "reads": list(payload["reads"])}))
         return delivery
 
 
@@ -365,3 +371,42 @@ def test_batch_max_reads_comes_from_the_audit_section() -> None:
     assert parse_config({"audit": {"batch_max_reads": 250}}, "t").audit.batch_max_reads == 250
     with pytest.raises(Exception, match="batch_max_reads"):
         parse_config({"audit": {"batch_max_reads": 0}}, "t")
+
+
+# --------------------------------------------------------------------------- flat proof
+
+
+def test_a_flat_proof_is_emitted_nested_and_the_readers_dict_stays_untracked(audits) -> None:
+    broker = _Broker(auto=True)
+    audit = _audit(audits, broker, AuditMode.ASYNC, batch_max_reads=2, flush_interval_ms=60_000)
+    proof = READ["freshness"]
+    flat = {k: v for k, v in _read(1).items() if k != "freshness"}
+    flat.update(freshness=None, **proof)
+    assert not gc.is_tracked(flat)  # plain values only: the collector never walks it
+    audit.record(b"", flat)
+    audit.record(b"", _read(2))  # nested already: emitted as it is
+    _eventually(lambda: audit.acknowledged == 2)
+    assert broker.reads() == [_read(1), _read(2)]
+    assert "age_ms" in flat and flat["freshness"] is None  # the reader's dict is not changed
+
+
+def test_the_emitted_records_are_let_go_before_the_acknowledgement(audits) -> None:
+    # Held until the broker answers, 1,000 tracked records a batch would be
+    # promoted to the collector's oldest generation.
+    broker = _Broker()  # answers only when told
+    given: list[dict[str, Any]] = []
+    emit = broker.emit_with_receipt
+
+    def keep(event_type: EventType, payload: dict[str, Any], **kw: Any) -> _Answer:
+        given.append(payload)
+        return emit(event_type, payload, **kw)
+
+    broker.emit_with_receipt = keep  # type: ignore[method-assign]
+    audit = _audit(audits, broker, AuditMode.ASYNC, batch_max_reads=3, flush_interval_ms=60_000)
+    for i in range(3):
+        audit.record(b"", _read(i))
+    _eventually(lambda: audit.emitted == 3)
+    assert audit.acknowledged == 0 and given[0]["reads"] == []
+    broker.answers[0].give()
+    _eventually(lambda: audit.acknowledged == 3)
+    assert broker.reads() == [_read(i) for i in range(3)]
