@@ -262,14 +262,26 @@ class EntryFacts:
         object.__setattr__(
             self,
             "verified_summary",
-            SignatureSummary(
-                status=VerificationStatus.VERIFIED,
-                schemes=self.sealed_schemes,
-                key_set_id=self.key_set_id,
-                producer_id=self.producer_id,
-                seal_seq=self.seal_seq,
+            _verified_summary(
+                self.sealed_schemes, self.key_set_id, self.producer_id, self.seal_seq
             ),
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified_summary(
+    schemes: tuple[str, ...], key_set_id: str, producer_id: str, seal_seq: int
+) -> SignatureSummary:
+    """One (immutable) summary per seal, shared by every entry it covers: an
+    L1 of N entries holds a few hundred summaries, not N more objects for the
+    garbage collector to walk."""
+    return SignatureSummary(
+        status=VerificationStatus.VERIFIED,
+        schemes=schemes,
+        key_set_id=key_set_id,
+        producer_id=producer_id,
+        seal_seq=seal_seq,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -352,3 +352,13 @@ def test_a_proof_is_the_frozen_dataclass_its_fields_say() -> None:
     assert proof == same and hash(proof) == hash(same) and repr(proof) == repr(same)
     with pytest.raises(dataclasses.FrozenInstanceError):
         proof.age_ms = 1  # type: ignore[misc]
+
+
+def test_entries_of_one_seal_share_their_signature_summary() -> None:
+    # One object per seal, not per cached entry (fewer for the GC to walk).
+    other_key = dataclasses.replace(ENTRY, fingerprint=b"\x01" * 32, version=9)
+    next_seal = dataclasses.replace(ENTRY, seal_seq=43)
+    assert other_key.verified_summary is ENTRY.verified_summary
+    assert next_seal.verified_summary is not ENTRY.verified_summary
+    assert next_seal.verified_summary.seal_seq == 43
+    assert ENTRY.verified_summary.status is VerificationStatus.VERIFIED
