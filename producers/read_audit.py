@@ -91,8 +91,14 @@ def _record(read: dict[str, Any]) -> dict[str, Any]:
     proof nested (the reader's dict stays one the collector never tracks)."""
     if "age_ms" not in read:
         return read
-    record = {name: value for name, value in read.items() if name not in FLAT_FRESHNESS}
-    record["freshness"] = {name: read[name] for name in FLAT_FRESHNESS}
+    record = read.copy()
+    pop = record.pop
+    record["freshness"] = {
+        "age_ms": pop("age_ms"),
+        "max_staleness_ms": pop("max_staleness_ms"),
+        "headroom_ms": pop("headroom_ms"),
+        "view_lag_ms": pop("view_lag_ms"),
+    }
     return record
 
 
