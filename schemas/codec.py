@@ -20,10 +20,12 @@ that reason).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import io
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,105 @@ _TYPES_BY_NAME: dict[str, EventType] = {t.value: t for t in EventType}
 _FULL_NAMES: dict[EventType, str] = {t: f"cachet.events.{t.value}" for t in EventType}
 
 
+def _unfrozen(cls: type[Any], names: tuple[str, ...]) -> type[Any] | None:
+    """A class with the very slots of the frozen, slotted dataclass ``cls``
+    (fields ``names``), writable: an instance filled field by field, each
+    store one specialised bytecode, then made a ``cls`` by ``__class__``
+    assignment, is the object ``cls(*values)`` builds, for a fifth of the
+    cost (a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` for each field).
+
+    None, so that the caller uses the constructor, for a class whose
+    ``__init__`` could do anything else (``__post_init__``, a field that is
+    not an init field or not ``names``, a base class) or whose layout CPython
+    does not find the same: a change to the class can only make decoding
+    slower, never build an object its constructor would not.
+    """
+    fields = dataclasses.fields(cls)
+    params = getattr(cls, "__dataclass_params__", None)
+    plain = (
+        params is not None
+        and params.frozen
+        and cls.__bases__ == (object,)
+        and tuple(f.name for f in fields) == names == getattr(cls, "__slots__", ())
+        and not hasattr(cls, "__post_init__")
+        and all(f.init for f in fields)
+    )
+    if not plain:
+        return None
+    shadow = type(f"_Unfrozen{cls.__name__}", (), {"__slots__": names})
+    probe: Any = object.__new__(shadow)
+    try:
+        probe.__class__ = cls
+    except TypeError:  # CPython found the layouts differ
+        return None
+    return shadow
+
+
+_new = object.__new__
+_EVENT_SLOTS = _unfrozen(
+    Event,
+    ("type", "payload", "event_id", "occurred_at_us", "producer_id", "producer_seq", "seal_ref"),
+)
+_SEAL_REF_SLOTS = _unfrozen(SealRef, ("seal_seq", "leaf_index"))
+
+
+def _seal_ref_of(seal_seq: int, leaf_index: int) -> SealRef:
+    """``SealRef(seal_seq, leaf_index)``, as :func:`_unfrozen` builds it."""
+    if _SEAL_REF_SLOTS is None:
+        return SealRef(seal_seq, leaf_index)
+    ref = _new(_SEAL_REF_SLOTS)
+    ref.seal_seq = seal_seq
+    ref.leaf_index = leaf_index
+    ref.__class__ = SealRef
+    return ref  # type: ignore[no-any-return]
+
+
+def _event_of(
+    event_id: str,
+    type_name: str,
+    occurred_at: int,
+    producer_id: str,
+    producer_seq: int,
+    seal_ref: SealRef | None,
+    payload: tuple[str, dict[str, Any]],
+) -> Event:
+    """The Event of a decoded envelope's fields (in schema order), once its
+    ``type`` names an event type and the payload is that type's branch."""
+    event_type = _TYPES_BY_NAME.get(type_name)
+    if event_type is None:
+        raise DecodeError(
+            DecodeFailure.TYPE_MISMATCH, f"type {type_name[:100]!r} is not an event type"
+        )
+    if payload[0] != _FULL_NAMES[event_type]:
+        raise DecodeError(
+            DecodeFailure.TYPE_MISMATCH,
+            f"envelope type {type_name} but payload is a {payload[0].rpartition('.')[2]}",
+        )
+    if _EVENT_SLOTS is None:
+        return Event(
+            event_type, payload[1], event_id, occurred_at, producer_id, producer_seq, seal_ref
+        )
+    event = _new(_EVENT_SLOTS)
+    event.type = event_type
+    event.payload = payload[1]
+    event.event_id = event_id
+    event.occurred_at_us = occurred_at
+    event.producer_id = producer_id
+    event.producer_seq = producer_seq
+    event.seal_ref = seal_ref
+    event.__class__ = Event
+    return event  # type: ignore[no-any-return]
+
+
+# What the generated decoder of the current set makes of the envelope and its
+# seal reference: the Event itself, no dict in between.
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    "cachet.events.Envelope": _event_of,
+    "cachet.events.SealRef": _seal_ref_of,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Branch:
     fullname: str
@@ -158,7 +259,9 @@ class EventCodec:
         directory = schema_dir if schema_dir is not None else SCHEMA_DIR
         self._current = load_schema_set(directory)
         self.fingerprint: bytes = self._current.fingerprint
-        self._compiled = compile_schema(self._current.parsed)
+        self._compiled = compile_schema(self._current.parsed, _FACTORIES)
+        self._read_body = self._compiled.read
+        self._header = MAGIC + self.fingerprint
         self._branches = self._index_branches(self._current)
         self._writers: dict[bytes, SchemaSet] = {}
         for path in history_dirs(directory):
@@ -306,15 +409,16 @@ class EventCodec:
             ),
             "payload": (branch.fullname, payload),
         }
-        self._check_envelope(name, record)
         if writer is self._current:
+            # The generated encoder checks the envelope as it writes it.
             out = bytearray(MAGIC)
             out += writer.fingerprint
             try:
                 self._compiled.encode_into(record, out)
-            except Invalid as exc:
-                raise EncodeError(f"{name}: invalid payload: {exc}") from exc
+            except Invalid as exc:  # it names the field: Envelope.producer_seq, Seal.tree_size
+                raise EncodeError(f"{name}: invalid event: {exc}") from exc
             return bytes(out)
+        self._check_envelope(name, record)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(writer.fingerprint)
@@ -347,6 +451,31 @@ class EventCodec:
 
         Raises :class:`DecodeError`; never anything else for any input bytes.
         """
+        if type(data) is not bytes or not data.startswith(self._header):
+            return self._decode_other(data)
+        # The usual case, bytes written with the current set, read here
+        # (CompiledSchema.read: the generated decoder, its failures mapped
+        # below as CompiledSchema.decode maps them, one call less per event).
+        try:
+            event, end = self._read_body(data, HEADER_LEN)
+        except (Truncated, IndexError, struct.error) as exc:
+            raise DecodeError(
+                DecodeFailure.TRUNCATED, f"body ends early ({len(data)} bytes): {exc}"
+            ) from exc
+        except (Malformed, UnicodeDecodeError) as exc:
+            raise DecodeError(DecodeFailure.BODY_INVALID, str(exc)[:500]) from exc
+        if end != len(data):
+            if end > len(data):  # a last bytes value cut short
+                raise DecodeError(DecodeFailure.TRUNCATED, f"body ends early ({len(data)} bytes)")
+            raise DecodeError(
+                DecodeFailure.TRAILING_BYTES,
+                f"{len(data) - end} byte(s) after the envelope (of {len(data)})",
+            )
+        return event  # type: ignore[no-any-return]
+
+    def _decode_other(self, data: bytes) -> Event:
+        """:meth:`decode` for anything but ``bytes`` written with the current
+        set: the header checked step by step, other sets through fastavro."""
         if not data or not MAGIC.startswith(bytes(data[: len(MAGIC)])):
             raise DecodeError(
                 DecodeFailure.NOT_SINGLE_OBJECT,
@@ -364,8 +493,7 @@ class EventCodec:
                 f"writer schema fingerprint {fingerprint.hex()} is not a known schema set",
             )
         if writer is self._current:
-            record = self._read_current(bytes(data))
-            return self._to_event(record)
+            return self.decode(bytes(data))  # a bytearray or memoryview
         fo = io.BytesIO(data)
         fo.seek(HEADER_LEN)
         try:
@@ -378,23 +506,6 @@ class EventCodec:
                 f"{len(data) - fo.tell()} byte(s) after the envelope (of {len(data)})",
             )
         return self._to_event(record)
-
-    def _read_current(self, data: bytes) -> dict[str, Any]:
-        """The envelope of ``data``, written with the current set."""
-        try:
-            record, end = self._compiled.decode(data, HEADER_LEN)
-        except Truncated as exc:
-            raise DecodeError(
-                DecodeFailure.TRUNCATED, f"body ends early ({len(data)} bytes): {exc}"
-            ) from exc
-        except Malformed as exc:
-            raise DecodeError(DecodeFailure.BODY_INVALID, str(exc)[:500]) from exc
-        if end != len(data):
-            raise DecodeError(
-                DecodeFailure.TRAILING_BYTES,
-                f"{len(data) - end} byte(s) after the envelope (of {len(data)})",
-            )
-        return record  # type: ignore[no-any-return]
 
     def _read(self, fo: io.BytesIO, writer: SchemaSet) -> dict[str, Any]:
         record: dict[str, Any] = schemaless_reader(  # type: ignore[assignment]
@@ -433,27 +544,17 @@ class EventCodec:
 
     @staticmethod
     def _to_event(record: dict[str, Any]) -> Event:
-        type_name = record["type"]
+        """The Event of an envelope fastavro read (a set other than the current)."""
         branch = record["payload"]
         if not isinstance(branch, tuple):
             raise DecodeError(DecodeFailure.BODY_INVALID, "payload is not a named union branch")
-        event_type = _TYPES_BY_NAME.get(type_name)
-        if event_type is None:
-            raise DecodeError(
-                DecodeFailure.TYPE_MISMATCH, f"type {type_name[:100]!r} is not an event type"
-            )
-        if branch[0] != _FULL_NAMES[event_type]:
-            raise DecodeError(
-                DecodeFailure.TYPE_MISMATCH,
-                f"envelope type {type_name} but payload is a {branch[0].rpartition('.')[2]}",
-            )
         ref = record["seal_ref"]
-        return Event(
-            type=event_type,
-            payload=branch[1],
-            event_id=record["event_id"],
-            occurred_at_us=record["occurred_at"],
-            producer_id=record["producer_id"],
-            producer_seq=record["producer_seq"],
-            seal_ref=None if ref is None else SealRef(ref["seal_seq"], ref["leaf_index"]),
+        return _event_of(
+            record["event_id"],
+            record["type"],
+            record["occurred_at"],
+            record["producer_id"],
+            record["producer_seq"],
+            None if ref is None else SealRef(ref["seal_seq"], ref["leaf_index"]),
+            branch,
         )

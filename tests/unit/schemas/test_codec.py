@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import uuid
@@ -21,6 +22,7 @@ from cachet.schemas.codec import (
     DecodeFailure,
     EncodeError,
     EventCodec,
+    _unfrozen,
 )
 from cachet.schemas.events import SAMPLE_PAYLOADS, Event, EventType, SealRef, new_event, uuid7
 from cachet.schemas.loader import SCHEMA_DIR, crc64_avro, load_schema_set
@@ -392,3 +394,51 @@ def test_decoded_doubles_keep_their_value() -> None:
     payload = SAMPLE_PAYLOADS[EventType.KV_SCRUB_COMPLETED] | {"coverage": math.pi}
     decoded = CODEC.decode(CODEC.encode(_event(EventType.KV_SCRUB_COMPLETED, payload)))
     assert decoded.payload["coverage"] == math.pi
+
+
+# --------------------------------------------------------------------------- decoded events
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_decoded_events_are_events_like_constructed_ones(event_type: EventType) -> None:
+    # The decoder builds Event and SealRef without their __init__: what it
+    # builds must be indistinguishable from what the constructors build.
+    event = _event(event_type, seal_ref=SealRef(3, 1))
+    for data in (CODEC.encode(event), bytearray(CODEC.encode(event))):
+        decoded = CODEC.decode(data)
+        assert type(decoded) is Event and type(decoded.seal_ref) is SealRef
+        assert decoded == event and repr(decoded) == repr(event)
+        assert hash(decoded.seal_ref) == hash(SealRef(3, 1))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            decoded.producer_seq = 8  # type: ignore[misc]
+
+
+def test_only_plain_frozen_dataclasses_are_built_slot_by_slot() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Plain:
+        a: int
+        b: str
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("negative")
+
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    shadow = _unfrozen(Plain, ("a", "b"))
+    assert shadow is not None
+    built = object.__new__(shadow)
+    built.a, built.b = 1, "x"
+    built.__class__ = Plain
+    assert type(built) is Plain and built == Plain(1, "x") and hash(built) == hash(Plain(1, "x"))
+    # A class whose __init__ may do more, or whose fields are not the ones
+    # the caller fills, is left to its constructor: no check is skipped.
+    assert _unfrozen(Plain, ("a",)) is None
+    assert _unfrozen(Checked, ("a",)) is None
+    assert _unfrozen(NoSlots, ("a",)) is None

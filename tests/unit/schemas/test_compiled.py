@@ -13,14 +13,12 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 from fastavro.validation import validate
 
-from cachet.schemas.compiled import (
+from cachet.schemas.compiled import Invalid, Malformed, Truncated, compile_schema
+from cachet.schemas.compiled_runtime import (
     _MEMO_CHARS,
     _MEMO_ENTRIES,
-    Invalid,
-    Malformed,
-    Truncated,
+    _RUN_ENTRIES,
     _encode_string,
-    compile_schema,
 )
 from cachet.schemas.events import SAMPLE_PAYLOADS, EventType
 from cachet.schemas.loader import SCHEMA_DIR, load_schema_set, payload_branches
@@ -316,3 +314,170 @@ def test_the_string_memo_is_bounded_and_never_confuses_strings() -> None:
         [{**READ, "namespace": Loud("quotes-2")}, {**READ, "namespace": "quotes-2"}]
     )
     assert _ours(record) == _ours(record) == _fastavro_write(record)
+
+
+# ------------------------------------------------ decoding memos and strictness
+
+
+def test_reads_repeating_runs_of_text_decode_as_fastavro_in_any_order() -> None:
+    # Runs of string/enum fields are remembered by their bytes: batches that
+    # share some runs, vary others by one byte, and hold long and non-ASCII
+    # text, each decode exactly as fastavro reads them.
+    rng = random.Random(17)
+    names = ["quotes", "quoteS", "q", "quotés", "n" * 63, "n" * 64, "x" * 300, ""]
+    for round_ in range(6):
+        reads = _reads(200, seed=round_)
+        for read in reads:
+            read["namespace"] = rng.choice(names)
+            read["reader_role"] = rng.choice(["owner", "auditor", "ownér"])
+            read["node_id"] = rng.choice(["node-a", "node-b"])  # differ in the last byte
+        data = _fastavro_write(_batch_envelope(reads))
+        value, end = COMPILED.decode(data)
+        assert (value, end) == (_fastavro_read(data), len(data))
+        assert value["payload"][1]["reads"] == reads
+
+
+def test_a_batch_cut_inside_a_remembered_run_is_truncated() -> None:
+    reads = _reads(3, seed=1)
+    data = _fastavro_write(_batch_envelope(reads))
+    COMPILED.decode(data)  # every run of these reads is now remembered
+    for cut in range(len(data) - 120, len(data)):
+        with pytest.raises(Truncated):
+            COMPILED.decode(data[:cut])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wide_longs_decode_as_fastavro_however_they_share_high_bytes(seed: int) -> None:
+    # Eight-byte varints are read through a memo of their last five bytes,
+    # and wide ones written through a memo of their high bits: values close
+    # together (timestamps), far apart, negative, and at every width are
+    # written as fastavro writes them and read as it reads them.
+    rng = random.Random(seed)
+    base = rng.randrange(2**48, 2**55)
+    values = [base + rng.randrange(-(2**22), 2**22) for _ in range(50)]
+    values += [-v for v in values[:10]]
+    values += [rng.randrange(-(2**63), 2**63) for _ in range(50)]
+    values += [2**k + d for k in range(0, 63, 7) for d in (-1, 0, 1)]
+    for value in values:
+        read = {**READ, "version": value, "freshness": {**READ["freshness"], "age_ms": -value}}
+        record = {**_batch_envelope([read]), "occurred_at": value}
+        data = _fastavro_write(record)
+        assert _ours(record) == data
+        assert COMPILED.decode(data) == (_fastavro_read(data), len(data))
+
+
+def _long(value: int) -> bytes:
+    out = bytearray()
+    n = (value << 1) ^ (value >> 63)
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _long(len(raw)) + raw
+
+
+@pytest.mark.parametrize("index", [b"\x80\x00", b"\x82\x00", b"\x04", b"\x03"])
+def test_a_union_index_in_more_bytes_than_it_needs_or_out_of_range_is_malformed(
+    index: bytes,
+) -> None:
+    record = {**RECORDS[0], "seal_ref": None}
+    data = _fastavro_write(record)
+    # seal_ref's index follows the first five fields.
+    head = b"".join(
+        [
+            _text(record["event_id"]),
+            _text(record["type"]),
+            _long(record["occurred_at"]),
+            _text(record["producer_id"]),
+            _long(record["producer_seq"]),
+        ]
+    )
+    assert data.startswith(head + b"\x00")
+    with pytest.raises(Malformed, match="union index"):
+        COMPILED.decode(head + index + data[len(head) + 1 :])
+
+
+def test_an_enum_index_in_more_bytes_than_it_needs_or_out_of_range_is_malformed() -> None:
+    enum = compile_schema({"type": "enum", "name": "E", "symbols": ["A", "B"]})
+    assert enum.decode(b"\x02") == ("B", 1)
+    for bad in (b"\x80\x00", b"\x04", b"\x01"):
+        with pytest.raises(Malformed, match="enum index"):
+            enum.decode(bad)
+
+
+def test_a_factory_makes_the_record_and_sees_only_whole_input() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def seal_ref(*values: Any) -> tuple[Any, ...]:
+        seen.append(values)
+        return values
+
+    compiled = compile_schema(ENVELOPE, {"cachet.events.SealRef": seal_ref})
+    record = {**RECORDS[0], "seal_ref": {"seal_seq": 3, "leaf_index": 1}}
+    data = _fastavro_write(record)
+    value, end = compiled.decode(data)
+    assert value["seal_ref"] == (3, 1) and end == len(data)
+    assert {**value, "seal_ref": record["seal_ref"]} == _fastavro_read(data)
+    # Input cut inside a record's last field, a bytes value (read as a slice
+    # that stops at the end): truncated, and the factory never sees it.
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "n", "type": "long"}, {"name": "blob", "type": "bytes"}],
+    }
+    cut = compile_schema(schema, {"R": lambda n, blob: pytest.fail(f"made R of {blob!r}")})
+    with pytest.raises(Truncated):
+        cut.decode(b"\x02\x40" + b"x" * 10)
+    assert compile_schema(schema, {"R": lambda n, blob: (n, blob)}).decode(b"\x02\x06xyz") == (
+        (1, b"xyz"),
+        5,
+    )
+
+
+def test_the_run_memos_stay_bounded_whatever_the_input() -> None:
+    # Many distinct runs, half of them with text too long to remember.
+    compiled = compile_schema(ENVELOPE)
+    for round_ in range(3):
+        reads = _reads(200, seed=round_)
+        for i, read in enumerate(reads):
+            read["namespace"] = f"ns-{round_}-{i}" + ("x" * 500 if i % 2 else "")
+        data = _fastavro_write(_batch_envelope(reads))
+        out = bytearray()
+        compiled.encode_into(_batch_envelope(reads), out)
+        assert out == data
+        assert compiled.decode(data)[0]["payload"][1]["reads"] == reads
+    generated = compiled.read.__globals__  # the generated module's names
+    for kind in ("_rm", "_wm"):  # reading and writing
+        assert any(v for k, v in generated.items() if k.startswith(kind))
+    memos = [v for k, v in generated.items() if k.startswith(("_rm", "_wm"))]
+    for memo in memos:
+        assert len(memo) <= _RUN_ENTRIES
+        assert all(len(key) <= 64 * 4 for key in memo)
+
+
+def test_a_record_that_contains_itself_is_read_and_written_as_fastavro_does() -> None:
+    # Records are written inline into their parent; one that refers back to
+    # itself ends the recursion with a call to its own function.
+    schema = {
+        "type": "record",
+        "name": "Node",
+        "fields": [
+            {"name": "label", "type": "string"},
+            {"name": "next", "type": ["null", "Node"]},
+            {"name": "children", "type": {"type": "array", "items": "Node"}},
+        ],
+    }
+    compiled = compile_schema(schema)
+    leaf = {"label": "leaf", "next": None, "children": []}
+    tree = {"label": "root", "next": {**leaf, "next": leaf}, "children": [leaf, leaf]}
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema, tree)
+    out = bytearray()
+    compiled.encode_into(tree, out)
+    assert out == buf.getvalue()
+    assert compiled.decode(bytes(out)) == (tree, len(out))
