@@ -666,6 +666,12 @@ class LiveView:
         with self._lock:
             return self.store.current(key_hash)
 
+    def history(self, key_hash: bytes) -> list[ViewEntry]:
+        """The committed earlier versions of the key (under the view's lock,
+        like every read of the store: the poll thread commits to it)."""
+        with self._lock:
+            return self.store.history(key_hash)
+
     def subject_entries(self, subject_hash: bytes, namespace: str | None = None) -> list[ViewEntry]:
         """The current version of every key of a data subject, in any state.
 

@@ -158,7 +158,7 @@ def _history(node: CacheNode, who: Principal, req: dict[str, Any], left_s: float
     key_hash = node.key_hash(_namespace(req), key)
     scope_hash = _scope_hash(node, who)
     current = node.view.current(key_hash)
-    versions = ([current] if current is not None else []) + node.view.store.history(key_hash)
+    versions = ([current] if current is not None else []) + node.view.history(key_hash)
     # The scope is a mandatory filter, as on reads: versions of another
     # tenant's or subject's entry are not shown, not even that they exist.
     mine = [v for v in versions if same_identifier(v.subject_hash, scope_hash)]
