@@ -34,7 +34,6 @@ from cachet.crypto.aead import (
     associated_data,
     open_value,
     seal_value,
-    value_commitment,
     verify_commitment,
 )
 from cachet.crypto.identifiers import same_identifier
@@ -526,7 +525,7 @@ class CacheClient:
                 nonce=nonce,
                 data_key_id=data_key.key_id,
                 # Keyed by the data key: destroying it makes this unlinkable.
-                commitment=value_commitment(node.data_keys.commitment_key(data_key), value),
+                commitment=node.data_keys.committer(data_key).commit(value),
                 aad_version=AAD_VERSION,
             ),
             subject_hash=self._scope_hash,

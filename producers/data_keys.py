@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from cachet.crypto.aead import DataKey
+from cachet.crypto.aead import Committer, DataKey
 from cachet.crypto.identifiers import keyed_hash
 from cachet.crypto.vault import KeyCache, KeyDestroyed, KeyNotFound, KeyVault, VaultError, name_of
 from cachet.crypto.vault.base import check_name
@@ -143,9 +143,10 @@ class DataKeys:
         self._lock = threading.Lock()
         # name -> its current key, so a write asks the vault once per name.
         self._current: LRUCache[str, DataKey] = LRUCache(max(1, max_names))
-        # key id -> its commitment key: derived once per key, not per write
-        # or read. Secret like the data key, and forgotten with it.
-        self._commitment: LRUCache[str, bytes] = LRUCache(max(1, max_names))
+        # key id -> its commitment key (keyed into its HMAC): derived once
+        # per key, not per write or read. Secret like the data key, and
+        # forgotten with it.
+        self._commitment: LRUCache[str, Committer] = LRUCache(max(1, max_names))
 
     def for_write(self, name: str) -> DataKey:
         """The live key of ``name``. Raises :class:`VaultError` when the vault
@@ -179,11 +180,17 @@ class DataKeys:
     def commitment_key(self, data_key: DataKey) -> bytes:
         """:func:`commitment_key` of ``data_key``, remembered (bounded) until
         the key is dropped."""
+        return self.committer(data_key).key
+
+    def committer(self, data_key: DataKey) -> Committer:
+        """The :class:`~cachet.crypto.aead.Committer` of ``data_key``'s
+        commitment key (what a write commits its value with), remembered
+        like :meth:`commitment_key`."""
         with self._lock:
             known = self._commitment.get(data_key.key_id)
         if known is not None:
             return known
-        derived = commitment_key(data_key)
+        derived = Committer(commitment_key(data_key))
         with self._lock:
             self._commitment[data_key.key_id] = derived
         return derived

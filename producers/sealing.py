@@ -214,19 +214,41 @@ class Acknowledged:
 class Delivery:
     """The broker's answer for one emitted event, once it arrives.
 
-    Thread-safe; :meth:`wait` serves the client's delivery callbacks itself,
-    so it needs no other thread polling the producer.
+    Thread-safe. It is its event's delivery callback: the producer's delivery
+    thread (or whichever thread polls the client) settles it; :meth:`wait`
+    waits for that.
     """
 
-    __slots__ = ("event", "topic", "_poll", "_done", "_acked", "_error")
+    __slots__ = (
+        "event",
+        "topic",
+        "_owner",
+        "_batch",
+        "_epoch",
+        "_since",
+        "_done",
+        "_acked",
+        "_error",
+    )
 
-    def __init__(self, event: Event, topic: str, poll: Callable[[float], object]) -> None:
+    def __init__(
+        self,
+        event: Event,
+        topic: str,
+        owner: SealingProducer,
+        batch: _Batch,
+        epoch: str,
+        since: float,
+    ) -> None:
         self.event = event
         self.topic = topic
-        self._poll = poll
-        # Set once, under the producer's lock, by the delivery callback;
-        # wait() polls the client, so it needs no threading.Event (cheaper
-        # on the hot path).
+        self._owner = owner
+        # The batch whose seal waits for this answer, the epoch (client
+        # session) the event went out in, and when (monotonic clock).
+        self._batch = batch
+        self._epoch = epoch
+        self._since = since
+        # Set once, under the producer's lock.
         self._done = False
         self._acked: Acknowledged | None = None
         self._error: str | None = None
@@ -239,6 +261,11 @@ class Delivery:
     def acknowledged(self) -> Acknowledged | None:
         """Where the event is stored, once acknowledged; None before (or on failure)."""
         return self._acked
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        # The client's delivery callback for this event (one bound method,
+        # not a closure made per event).
+        self._owner._answered(self, err, msg)
 
     def _settle(self, acked: Acknowledged | None, error: str | None) -> None:
         # Caller holds the producer's lock; the first answer wins (a purge
@@ -253,17 +280,13 @@ class Delivery:
         Raises :class:`EventNotDelivered` when it refused it,
         :class:`AcknowledgementTimeout` when no answer came in ``timeout_s``.
         """
-        deadline = time.monotonic() + timeout_s
-        while not self._done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AcknowledgementTimeout(
-                    f"{self.event.type.value} {self.event.event_id} (seq "
-                    f"{self.event.producer_seq} of {self.event.producer_id}) not acknowledged "
-                    f"within {timeout_s}s; it may still be written",
-                    self.event,
-                )
-            self._poll(min(remaining, 0.01))
+        if not self._done and not self._owner._await(self, timeout_s):
+            raise AcknowledgementTimeout(
+                f"{self.event.type.value} {self.event.event_id} (seq "
+                f"{self.event.producer_seq} of {self.event.producer_id}) not acknowledged "
+                f"within {timeout_s}s; it may still be written",
+                self.event,
+            )
         if self._acked is None:
             raise EventNotDelivered(
                 f"{self.event.type.value} {self.event.event_id} (seq "
@@ -313,13 +336,6 @@ class ProducerHealth:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-@dataclass(slots=True)
-class _Pending:
-    epoch: str
-    since: float
-    delivery: Delivery
 
 
 def _iso(at_us: int) -> str:
@@ -414,7 +430,8 @@ class SealingProducer:
         self.producer_id = epoch_producer_id(
             identity, epoch or uuid7(clock.now_us()).replace("-", "")[:16]
         )
-        self._lock = threading.Condition()
+        lock = threading.RLock()
+        self._lock = threading.Condition(lock)
         self._next_seq = 0
         self._next_seal = 0
         self._open: _Batch | None = None
@@ -430,9 +447,16 @@ class SealingProducer:
         self._error: BaseException | None = None
         self._closing = False
         # Events produced and not yet answered by the broker, oldest first
-        # (dicts keep insertion order): for Delivery.wait and for health.
-        self._unacked: dict[int, _Pending] = {}
-        self._emitted = 0
+        # (an insertion-ordered dict used as a set): for health and for
+        # new_epoch, which fails those of an abandoned client session.
+        self._unacked: dict[Delivery, None] = {}
+        # Delivery.wait waits on this (same lock), so an answer wakes only
+        # the callers waiting for one, never the window thread; notified
+        # only while someone waits.
+        self._answers = threading.Condition(lock)
+        self._answer_waiters = 0
+        # Topic names by topic, made once.
+        self._topic_names: dict[Topic, str] = {}
         # First producer seq of this epoch no produced seal covers yet.
         self._sealed_through = 0
         self._restarts: list[EpochRestart] = []
@@ -446,8 +470,15 @@ class SealingProducer:
         self._ticker = threading.Thread(
             target=self._tick_loop, name="cachet-seal-window", daemon=True
         )
+        # The client's delivery callbacks run on this thread, not on the
+        # callers': an emit only produces (a caller that served callbacks
+        # paid for other events' answers, one poll per emit).
+        self._deliveries = threading.Thread(
+            target=self._delivery_loop, name="cachet-deliveries", daemon=True
+        )
         self._signer.start()
         self._ticker.start()
+        self._deliveries.start()
 
     @classmethod
     def from_config(
@@ -559,7 +590,9 @@ class SealingProducer:
                     f"{event_type.value}: a header must be (str, bytes), got {h!r:.100}"
                 )
         topic = topic or TOPIC_OF_EVENT[event_type]
-        topic_name = self._names(topic)
+        topic_name = self._topic_names.get(topic)
+        if topic_name is None:
+            topic_name = self._topic_names[topic] = self._names(topic)
         with self._lock:
             self._raise_if_failed()
             # The numbers this event will take, if it is accepted. Nothing is
@@ -589,32 +622,33 @@ class SealingProducer:
                 raise RecordTooLarge(event_type, size, self._settings.max_message_bytes)
             # Accepted so far: take the numbers. Until produce() returns they
             # can be given back, under the same lock (nobody saw them).
+            now = self._clock.monotonic()
             opened = batch is None
             if batch is None:
-                batch = self._open = _Batch(
-                    self.producer_id, seal_seq, seq, self._clock.monotonic()
-                )
+                batch = self._open = _Batch(self.producer_id, seal_seq, seq, now)
                 self._next_seal += 1
             self._next_seq += 1
             batch.leaf_hashes.append(leaf_hash(data))
             batch.leaf_topics.append(topic.value)
             if event_type in _NEVER_HELD:
                 batch.urgent = True
-            delivery = Delivery(event, topic_name, self._poll)
-            token = self._emitted
-            self._emitted += 1
-            self._unacked[token] = _Pending(self.producer_id, self._clock.monotonic(), delivery)
-            kwargs: dict[str, Any] = {"key": key, "value": data, "headers": header_list}
-            if partition is not None:
-                kwargs["partition"] = partition
+            delivery = Delivery(event, topic_name, self, batch, self.producer_id, now)
+            self._unacked[delivery] = None
             client = self._producer
+            wire_headers: Any = header_list or None
             try:
+                # -1: the client's partitioner picks (by key).
                 client.produce(
-                    topic_name, on_delivery=self._delivery_callback(batch, token), **kwargs
+                    topic_name,
+                    data,
+                    key,
+                    -1 if partition is None else partition,
+                    delivery._delivered,
+                    headers=wire_headers,
                 )
             except (KafkaException, BufferError, TypeError, ValueError) as exc:
                 # Nothing was produced: give the numbers back.
-                self._give_back(batch, opened, token)
+                self._give_back(batch, opened, delivery)
                 if isinstance(exc, TypeError | ValueError):
                     raise InvalidEvent(
                         f"{self.producer_id}: event not produced, client refused it: {exc}"
@@ -639,10 +673,10 @@ class SealingProducer:
                 raise EmitRejected(f"{self.producer_id}: event not produced: {exc}") from exc
             if len(batch.leaf_hashes) >= self._settings.batch_max_events:
                 self._close_open_batch()
-        self._producer.poll(0)
+        # No poll here: the delivery thread serves the client's callbacks.
         return delivery
 
-    def _give_back(self, batch: _Batch, opened: bool, token: int) -> None:
+    def _give_back(self, batch: _Batch, opened: bool, delivery: Delivery) -> None:
         # Caller holds the lock, and nothing was emitted since the numbers
         # were taken: the event is the batch's last leaf.
         batch.leaf_hashes.pop()
@@ -651,31 +685,51 @@ class SealingProducer:
         if opened:
             self._open = None
             self._next_seal -= 1
-        self._unacked.pop(token, None)
+        self._unacked.pop(delivery, None)
 
-    def _poll(self, timeout_s: float) -> object:
-        return self._producer.poll(timeout_s)
+    def _answered(self, delivery: Delivery, err: KafkaError | None, msg: Message) -> None:
+        # The client's answer for one event (Delivery._delivered).
+        with self._lock:
+            self._unacked.pop(delivery, None)
+            if err is not None:
+                delivery._batch.failed.append(str(err))
+                delivery._settle(None, str(err))
+            else:
+                delivery._batch.acked += 1
+                delivery._settle(
+                    Acknowledged(msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
+                    None,
+                )
+            if self._answer_waiters:
+                self._answers.notify_all()
 
-    def _delivery_callback(
-        self, batch: _Batch, token: int
-    ) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(err: KafkaError | None, msg: Message) -> None:
+    def _await(self, delivery: Delivery, timeout_s: float) -> bool:
+        """Wait until ``delivery`` is settled; False when ``timeout_s`` passed first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
             with self._lock:
-                pending = self._unacked.pop(token, None)
-                if err is not None:
-                    batch.failed.append(str(err))
-                    if pending is not None:
-                        pending.delivery._settle(None, str(err))
-                else:
-                    batch.acked += 1
-                    if pending is not None:
-                        acked = Acknowledged(
-                            msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-                        )
-                        pending.delivery._settle(acked, None)
-                self._lock.notify_all()
+                if delivery._done:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if self._deliveries.is_alive():
+                    # In slices: the delivery thread stops on close.
+                    self._answer_waiters += 1
+                    try:
+                        self._answers.wait(min(remaining, 0.1))
+                    finally:
+                        self._answer_waiters -= 1
+                    continue
+            # Closed: nobody else serves the client's callbacks.
+            self._producer.poll(min(remaining, 0.01))
 
-        return delivered
+    def _delivery_loop(self) -> None:
+        # poll() waits inside librdkafka (the GIL released) until answers
+        # arrive, then runs their callbacks here. The client is read anew
+        # each round: new_epoch replaces it.
+        while not self._closing:
+            self._producer.poll(0.1)
 
     def _close_open_batch(self) -> None:
         # Caller holds the lock.
@@ -700,8 +754,7 @@ class SealingProducer:
                     now = self._clock.monotonic()
                     age = now - b.opened_at
                     if age >= max_delay_s or (
-                        age >= window_s
-                        and (b.urgent or self._budget.allows(now))
+                        age >= window_s and (b.urgent or self._budget.allows(now))
                     ):
                         self._close_open_batch()
                 self._lock.wait(min(window_s / 4, 0.05))
@@ -862,11 +915,12 @@ class SealingProducer:
         old.poll(0)  # deliver the purge callbacks of the abandoned epoch's events
         with self._lock:
             # Whatever the old client did not answer will never be answered.
-            for token, pending in list(self._unacked.items()):
-                if pending.epoch == old_id:
-                    del self._unacked[token]
-                    pending.delivery._settle(None, f"epoch {old_id} abandoned ({reason})")
+            for delivery in list(self._unacked):
+                if delivery._epoch == old_id:
+                    del self._unacked[delivery]
+                    delivery._settle(None, f"epoch {old_id} abandoned ({reason})")
             self._lock.notify_all()
+            self._answers.notify_all()
         log.warning(
             "sealing producer %s: new epoch %s (%s); %d event(s) of %s left unsealed",
             self._identity,
@@ -902,8 +956,8 @@ class SealingProducer:
         """
         with self._lock:
             now_us = self._clock.now_us()
-            oldest = next(iter(self._unacked.values()), None)
-            age = self._clock.monotonic() - oldest.since if oldest is not None else None
+            oldest = next(iter(self._unacked), None)
+            age = self._clock.monotonic() - oldest._since if oldest is not None else None
             problems: list[str] = []
             if self._error is not None:
                 problems.append(f"sealing producer {self.producer_id} failed: {self._error}")

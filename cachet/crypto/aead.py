@@ -28,6 +28,7 @@ replay can be deterministic; production callers never pass one.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Callable
@@ -43,6 +44,7 @@ __all__ = [
     "KEY_BYTES",
     "NONCE_BYTES",
     "AeadError",
+    "Committer",
     "DataKey",
     "Rng",
     "associated_data",
@@ -80,12 +82,25 @@ class DataKey:
 
     key_id: str
     key: bytes = field(repr=False)
+    # The AES-GCM context of ``key``, made on its first use (see _cipher):
+    # one per key instead of one per value, and gone with this object, so a
+    # cache that forgets the key (an erasure) forgets it too.
+    _aesgcm: AESGCM | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key_id:
             raise ValueError("data key id must not be empty")
         if len(self.key) != KEY_BYTES:
             raise ValueError(f"data key {self.key_id} must be {KEY_BYTES} bytes")
+
+
+def _cipher(data_key: DataKey) -> AESGCM:
+    cipher = data_key._aesgcm
+    if cipher is None:
+        # A race makes two equal contexts, one of which is kept: harmless.
+        cipher = AESGCM(data_key.key)
+        object.__setattr__(data_key, "_aesgcm", cipher)
+    return cipher
 
 
 def _check_kek(kek: bytes) -> None:
@@ -121,7 +136,7 @@ def seal_value(
     800-38D); a per-subject key never comes near that.
     """
     nonce = _nonce(rng)
-    return nonce, AESGCM(data_key.key).encrypt(nonce, plaintext, aad)
+    return nonce, _cipher(data_key).encrypt(nonce, plaintext, aad)
 
 
 def open_value(data_key: DataKey, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
@@ -132,7 +147,7 @@ def open_value(data_key: DataKey, nonce: bytes, ciphertext: bytes, aad: bytes) -
             data_key.key_id,
         )
     try:
-        return AESGCM(data_key.key).decrypt(nonce, ciphertext, aad)
+        return _cipher(data_key).decrypt(nonce, ciphertext, aad)
     except InvalidTag as exc:
         raise AeadError(
             f"value under data key {data_key.key_id} failed authentication "
@@ -176,6 +191,31 @@ def value_commitment(commitment_key: bytes, plaintext: bytes) -> bytes:
         # Fixed length is what makes the commitment binding.
         raise ValueError(f"commitment key must be {KEY_BYTES} bytes, got {len(commitment_key)}")
     return keyed_hash(commitment_key, COMMITMENT_DOMAIN, plaintext)
+
+
+class Committer:
+    """One commitment key, keyed into HMAC-SHA3-256 once: :meth:`commit` is
+    :func:`value_commitment` byte for byte, without keying a new HMAC for
+    every value (a put commits one). Secret like the key it holds."""
+
+    __slots__ = ("key", "_mac")
+
+    def __init__(self, commitment_key: bytes) -> None:
+        if len(commitment_key) != KEY_BYTES:
+            # Fixed length is what makes the commitment binding.
+            raise ValueError(f"commitment key must be {KEY_BYTES} bytes, got {len(commitment_key)}")
+        self.key = commitment_key
+        # Keyed, with the framed domain absorbed: a commit adds the value.
+        self._mac = hmac.new(commitment_key, framed(COMMITMENT_DOMAIN), hashlib.sha3_256)
+
+    def __repr__(self) -> str:
+        return "Committer(key=<redacted>)"
+
+    def commit(self, plaintext: bytes) -> bytes:
+        """``value_commitment(self.key, plaintext)``."""
+        mac = self._mac.copy()
+        mac.update(framed(plaintext))
+        return mac.digest()
 
 
 def verify_commitment(commitment: bytes, commitment_key: bytes, plaintext: bytes) -> bool:

@@ -31,14 +31,25 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
+# The prefixes absorbed once; a hash copies the state and adds its input
+# (the same bytes as hashing prefix + input, without a new context per hash:
+# one per event on the producer and on every verifier).
+_LEAF_STATE = hashlib.sha3_256(_LEAF_PREFIX)
+_NODE_STATE = hashlib.sha3_256(_NODE_PREFIX)
+
+
 def leaf_hash(data: bytes) -> bytes:
     """The leaf hash of one event's bytes."""
-    return hashlib.sha3_256(_LEAF_PREFIX + data).digest()
+    h = _LEAF_STATE.copy()
+    h.update(data)
+    return h.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """The hash of an inner node from its two children."""
-    return hashlib.sha3_256(_NODE_PREFIX + left + right).digest()
+    h = _NODE_STATE.copy()
+    h.update(left + right)
+    return h.digest()
 
 
 def _split(n: int) -> int:

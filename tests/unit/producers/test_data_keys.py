@@ -178,3 +178,17 @@ def test_the_commitment_key_cache_is_bounded(vault: FileVault) -> None:
     # "a" was the least recently used of three: derived again, the others not.
     assert keys.commitment_key(made[2]) is firsts[2]
     assert keys.commitment_key(made[0]) is not firsts[0]
+
+
+def test_the_committer_is_remembered_and_forgotten_with_its_key(vault: FileVault) -> None:
+    keys = DataKeys(vault, KeyCache())
+    key = keys.for_write(data_key_name("orders", "quotes", SUBJECT))
+    committer = keys.committer(key)
+    assert keys.committer(key) is committer  # keyed once, not per write
+    assert committer.key == keys.commitment_key(key) == commitment_key(key)
+    assert committer.commit(b"v") == value_commitment(commitment_key(key), b"v")
+    keys.drop([key.key_id])
+    # Dropped with the data key: nothing keyed by it stays behind.
+    assert keys.committer(key) is not committer
+    keys.drop_names([name_of(key.key_id)])
+    assert not keys._commitment
