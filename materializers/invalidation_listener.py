@@ -4,8 +4,8 @@ The live view verifies and applies every record in log order, in batches:
 an eager Invalidated reaches it only as fast as its consumer's batch cycle
 (tens of milliseconds). This listener is a second, small consumer on
 ``invalidations`` alone, broadcast (``assign()`` over every partition, no
-group), with a short fetch wait
-(:data:`~cachet.kafka.settings.LISTENER_FETCH_WAIT_MS`), handing each eager
+group), with a short fetch wait (``[kafka] invalidation_fetch_wait_ms``,
+default :data:`~cachet.kafka.settings.LISTENER_FETCH_WAIT_MS`), handing each eager
 Invalidated to :meth:`LiveView.hide_early
 <cachet.materializers.live_view.LiveView.hide_early>` the moment it
 arrives. That applies the one thing the design allows before verification:
@@ -87,8 +87,9 @@ class InvalidationListener:
             consumer_settings(
                 bootstrap_servers,
                 overrides={
-                    # The latency floor on the embedded broker: it answers a
-                    # waiting fetch only when the wait is over.
+                    # The latency floor on the embedded broker (it answers a
+                    # waiting fetch only when the wait is over), and most of an
+                    # idle node's cost to it (cachet.kafka.settings).
                     "fetch.wait.max.ms": fetch_wait_ms,
                     "auto.offset.reset": "latest",
                     "enable.partition.eof": False,

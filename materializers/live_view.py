@@ -65,7 +65,7 @@ from cachet.config import CachetConfig
 from cachet.config.enums import InvalidationMode
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
-from cachet.kafka.settings import producer_settings
+from cachet.kafka.settings import VIEW_FETCH_WAIT_MS, producer_settings
 from cachet.kafka.verifying import AlertEmitter, VerifyingConsumer
 from cachet.ledger.checkpoint import VerifierCheckpoint
 from cachet.ledger.identity import ProducerIdError, identity_of
@@ -156,6 +156,7 @@ class LiveView:
         codec: EventCodec | None = None,
         name: str = "live-view",
         max_early_invalidations: int = DEFAULT_MAX_EARLY,
+        fetch_wait_ms: int = VIEW_FETCH_WAIT_MS,
     ) -> None:
         self.store = store
         self._names = names
@@ -228,16 +229,16 @@ class LiveView:
             on_error=self._kafka_error,
             # An offset out of range must surface, never be reset silently:
             # it means the log this view was built from is gone.
-            consumer_overrides={"auto.offset.reset": "error"},
+            consumer_overrides={"auto.offset.reset": "error", "fetch.wait.max.ms": fetch_wait_ms},
             checkpoint=checkpoint,
             clock=clock.monotonic,
             name=name,
         )
-        self._watch_stop = threading.Event()
-        self._watch = threading.Thread(
-            target=self._watch_watermarks, daemon=True, name=f"{name}-watermarks"
-        )
-        self._watch.start()
+        # Checked on the poll thread, between polls: librdkafka calls on a
+        # consumer from another thread wait (spinning) until the poll thread
+        # leaves consume(), which it hardly ever does (seconds per check and
+        # ~1% of a core).
+        self._next_watermark_check = clock.monotonic() + _WATERMARK_CHECK_S
 
     # -- consuming --------------------------------------------------------
 
@@ -250,6 +251,12 @@ class LiveView:
             self._unverified.sweep(self._clock.now_us())
         if self._erasures_committed:
             self._hand_on_erasures()
+        if self._clock.monotonic() >= self._next_watermark_check:
+            self._next_watermark_check = self._clock.monotonic() + _WATERMARK_CHECK_S
+            try:
+                self._check_watermarks()
+            except Exception:  # noqa: BLE001 - the next check may get a good answer
+                log.exception("watermark check failed")
         return taken
 
     def _record(self, event: Event, origin: RecordOrigin) -> None:
@@ -743,13 +750,6 @@ class LiveView:
                     low,
                 )
 
-    def _watch_watermarks(self) -> None:
-        while not self._watch_stop.wait(_WATERMARK_CHECK_S):
-            try:
-                self._check_watermarks()
-            except Exception:  # noqa: BLE001 - the watcher must outlive one bad answer
-                log.exception("watermark check failed")
-
     def _discontinuity(
         self,
         detail: str,
@@ -759,7 +759,7 @@ class LiveView:
         expected: int = -1,
         found: int = -1,
     ) -> None:
-        with self._lock:  # found by the poll thread or the watermark watcher
+        with self._lock:  # found on the poll thread; serving threads read it
             if self.discontinuity is not None:
                 return
             self.discontinuity = detail
@@ -781,8 +781,6 @@ class LiveView:
         )
 
     def close(self) -> None:
-        self._watch_stop.set()
-        self._watch.join(5)
         with self._lock:
             self._commit()
         self.consumer.close()
@@ -811,7 +809,8 @@ class LiveView:
     ) -> LiveView:
         """A view at ``path`` as ``config`` deploys it: its topics and their
         partition counts, the signature schemes ``[attestation]`` requires and
-        its unsealed timeout, the ``[state_machine]`` history depth.
+        its unsealed timeout, the ``[state_machine]`` history depth, the
+        ``[kafka]`` view fetch wait.
 
         ``anchor`` is the pinned trust anchor; ``alert`` receives every
         rejection the verifier reports (usually
@@ -833,4 +832,5 @@ class LiveView:
             clock=clock,
             codec=codec,
             name=name or path.name,
+            fetch_wait_ms=config.kafka.view_fetch_wait_ms,
         )

@@ -362,6 +362,7 @@ class CacheNode:
             self.names,
             self.codec,
             config.kafka.partitions_for(Topic.INVALIDATIONS),
+            fetch_wait_ms=config.kafka.invalidation_fetch_wait_ms,
             on_sighting=lambda s: self._sightings[s].inc(),
             name=f"cachet-invalidations-{self.node_id}",
         )

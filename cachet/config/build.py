@@ -20,6 +20,7 @@ from cachet.config.enums import (
 from cachet.config.kafka_security import OWNED_LIBRDKAFKA_KEYS, build_kafka_security
 from cachet.config.sections import (
     FINGERPRINT_COMPONENTS,
+    MAX_FETCH_WAIT_MS,
     AccessControlConfig,
     ArchiveConfig,
     AttestationConfig,
@@ -114,7 +115,23 @@ def build_kafka(table: Table) -> KafkaConfig:
         producer_overrides=_librdkafka_settings(table, "producer_overrides", producer=True),
         consumer_overrides=_librdkafka_settings(table, "consumer_overrides", producer=False),
         security=build_kafka_security(table),
+        view_fetch_wait_ms=table.int_(
+            ("view_fetch_wait_ms",), base.view_fetch_wait_ms, min=1, max=MAX_FETCH_WAIT_MS
+        ),
+        invalidation_fetch_wait_ms=table.int_(
+            ("invalidation_fetch_wait_ms",),
+            base.invalidation_fetch_wait_ms,
+            min=1,
+            max=MAX_FETCH_WAIT_MS,
+        ),
     )
+    if config.invalidation_fetch_wait_ms > config.view_fetch_wait_ms:
+        # The listener exists to be faster than the view's batch cycle.
+        raise table.error(
+            "invalidation_fetch_wait_ms",
+            f"must not exceed view_fetch_wait_ms ({config.view_fetch_wait_ms}): the "
+            f"invalidation listener is the fast path, got {config.invalidation_fetch_wait_ms}",
+        )
     table.finish()
     return config
 

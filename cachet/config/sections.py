@@ -33,8 +33,11 @@ from cachet.topics import Topic, TopicNames
 
 __all__ = [
     "ALL_SCHEMES",
+    "DEFAULT_INVALIDATION_FETCH_WAIT_MS",
+    "DEFAULT_VIEW_FETCH_WAIT_MS",
     "FINGERPRINT_COMPONENTS",
     "LLM_KEY_FIELDS",
+    "MAX_FETCH_WAIT_MS",
     "AccessControlConfig",
     "AiCacheConfig",
     "AttestationConfig",
@@ -84,6 +87,15 @@ def _frozen_map(items: Mapping[str, KafkaSetting] | None = None) -> Mapping[str,
     return MappingProxyType(dict(items or {}))
 
 
+# The defaults of [kafka] view_fetch_wait_ms and invalidation_fetch_wait_ms
+# (why these: cachet.kafka.settings).
+DEFAULT_VIEW_FETCH_WAIT_MS = 100
+DEFAULT_INVALIDATION_FETCH_WAIT_MS = 10
+# Above this a view sees watermark ticks too late for any contract whose
+# ticks come every 200 ms (cachet.processors.watermarks).
+MAX_FETCH_WAIT_MS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
     """Where the log lives and how its topics are laid out."""
@@ -93,6 +105,13 @@ class KafkaConfig:
     partitions: int = 3
     partitions_per_topic: Mapping[Topic, int] = field(default_factory=lambda: MappingProxyType({}))
     replication_factor: int = 1
+    # How long the broker may hold an empty fetch (librdkafka's
+    # fetch.wait.max.ms) of a node's live-view consumer and of its
+    # invalidation listener: on the embedded broker each is both the
+    # consumer's latency floor and its idle cost (the figures are in
+    # cachet.kafka.settings, next to where they are used).
+    view_fetch_wait_ms: int = DEFAULT_VIEW_FETCH_WAIT_MS
+    invalidation_fetch_wait_ms: int = DEFAULT_INVALIDATION_FETCH_WAIT_MS
     # Extra librdkafka settings, applied over cachet.kafka's visible defaults.
     producer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)
     consumer_overrides: Mapping[str, KafkaSetting] = field(default_factory=_frozen_map)

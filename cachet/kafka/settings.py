@@ -29,12 +29,17 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cachet.config.kafka_security import KafkaSecurity, KafkaSecurityProtocol
+from cachet.config.sections import (
+    DEFAULT_INVALIDATION_FETCH_WAIT_MS,
+    DEFAULT_VIEW_FETCH_WAIT_MS,
+)
 from cachet.errors import CachetError
 from cachet.ratelimit import RateLimiter
 from cachet.topics import Topic, TopicNames
 
 __all__ = [
     "LISTENER_FETCH_WAIT_MS",
+    "VIEW_FETCH_WAIT_MS",
     "MAX_RECORD_BYTES",
     "KafkaSetupError",
     "LibrdkafkaLog",
@@ -48,16 +53,35 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The fetch wait of a node's low-latency invalidation listener (three
-# partitions of ``invalidations``): the floor of revoke latency between
-# nodes, since the embedded broker answers a waiting fetch only when the
-# wait is over. Measured here (2 cores), produce (linger.ms=0) to consume,
-# and the broker's CPU for one idle consumer of those three partitions:
-#   wait 10 ms: p50 3.0, p99  7.1 ms; broker 5.0-7.6% of a core
-#   wait  5 ms: p50 2.3, p99  6.6 ms; broker 10.4-11.6%
-#   wait 25 ms: p50 5.4, p99 14.9 ms; broker 3.2%
-# 10 ms keeps a revoke's p99 under 20 ms for half the idle cost of 5 ms.
-LISTENER_FETCH_WAIT_MS = 10
+# Fetch waits on the embedded broker (Tansu 0.6). Its fetch handler reads
+# every requested partition when a fetch arrives and, when nothing is there,
+# sleeps out the whole wait and reads them all again (waits of 250 ms and
+# more are cut in halves, with a read after each): it never answers early
+# when a record arrives in between. So a consumer's fetch wait is both its
+# latency floor (a record waits up to one wait) and its idle cost, which is
+# those reads: per second, partitions x 2 / wait. Measured here (2 cores),
+# broker CPU for one idle consumer, as a share of one core:
+#   invalidations (3 partitions)          wait 5: 7.3%, 10: 5.7%, 20: 3.8%
+#   a view's 5 topics (15 partitions)     wait 50: 7.2%, 100: 4.0%, 200: 2.3%, 500: 1.0%
+# and produce (linger.ms=0) to consume: wait 10 ms p50 3 ms, max 6-7 ms.
+# Apache Kafka answers a waiting fetch as soon as data arrives, so there a
+# long wait costs neither latency nor CPU.
+#
+# The invalidation listener ([kafka] invalidation_fetch_wait_ms, default
+# 10 ms): the floor of revoke latency between nodes. At 10 ms a revoke
+# between two node processes takes p50 6-7 ms, p99 18-24 ms on a quiet
+# 2-core host (cachet bench invalidation), the listener's sighting at most
+# ~18 ms of it. It is the larger part of an idle node's cost to the
+# embedded broker (cachet bench idle: ~5% of a core of ~10%), and there it
+# cannot be made cheaper without making revokes slower.
+LISTENER_FETCH_WAIT_MS = DEFAULT_INVALIDATION_FETCH_WAIT_MS
+# The live view ([kafka] view_fetch_wait_ms, default 100 ms): what a new
+# version (and its seal) waits before another node's view applies it, and
+# what a watermark tick (and its seal) waits before a node counts it. The
+# tick interval is at least 200 ms for windows of at least 2 s
+# (cachet.processors.watermarks), so a tick seen up to two waits late still
+# leaves most of the window; eager invalidations do not wait on it.
+VIEW_FETCH_WAIT_MS = DEFAULT_VIEW_FETCH_WAIT_MS
 
 # A Seal with 1k leaf hashes and three signatures is ~55 KB; a cached value
 # may be larger. librdkafka's default (1,000,000) is just under 1 MB of value
@@ -371,14 +395,11 @@ def consumer_settings(
         "max.partition.fetch.bytes": MAX_RECORD_BYTES,
         # Surface the end of a partition: "caught up" is defined by it.
         "enable.partition.eof": True,
-        # How long the broker may hold an empty fetch: the latency floor of a
-        # consumer on the embedded broker (it answers a waiting fetch only
-        # when the wait is over), and each empty answer costs it CPU:
-        # measured for a node's view consumer (15 partitions), 11.7% of a
-        # core at 25 ms, 6.6% at 50, 5.0% at 100 (librdkafka's default is
-        # 500 ms). Eager invalidations do not ride on it (a node's
-        # InvalidationListener fetches with LISTENER_FETCH_WAIT_MS), so 50 ms:
-        # what a new version or a seal waits here, against idle CPU.
+        # How long the broker may hold an empty fetch: on the embedded
+        # broker both a consumer's latency floor and its idle cost (the
+        # figures above). 50 ms for the short-lived and batch consumers
+        # built here; a node's live view and invalidation listener set their
+        # own from [kafka] (VIEW_FETCH_WAIT_MS, LISTENER_FETCH_WAIT_MS).
         "fetch.wait.max.ms": 50,
         **_logging(bootstrap_servers),
     }

@@ -47,7 +47,6 @@ from typing import Any
 
 from cachet.config import CachetConfig, default_config, load_config
 from cachet.crypto.keystore import Keystore, load_kek
-from cachet.kafka.settings import LISTENER_FETCH_WAIT_MS
 from cachet.ops.bench._node import (
     BENCH_CONTRACT,
     BenchLedger,
@@ -170,7 +169,7 @@ class _Deployment:
 def _deployment(ledger: BenchLedger, base: CachetConfig, root: Path) -> _Deployment:
     """The ledger's keys (anchor, identifier secret, the nodes' key set) in a
     keystore file, and one cachet.toml both nodes run on: the bench
-    contract, async audit, and ``base``'s topic layout and sealing."""
+    contract, async audit, and ``base``'s topic layout, fetch waits and sealing."""
     kek_path = root / "kek"
     kek_path.write_text(secrets.token_hex(32) + "\n")
     kek_path.chmod(0o600)
@@ -189,6 +188,8 @@ def _deployment(ledger: BenchLedger, base: CachetConfig, root: Path) -> _Deploym
     config_path.write_text(
         f'[kafka]\nbootstrap_servers = "{ledger.servers}"\n'
         f'topic_prefix = "{ledger.names.prefix}"\npartitions = {kafka.partitions}\n'
+        f"view_fetch_wait_ms = {kafka.view_fetch_wait_ms}\n"
+        f"invalidation_fetch_wait_ms = {kafka.invalidation_fetch_wait_ms}\n"
         f'[keys]\nkeystore_path = "{store.path}"\n'
         f"[attestation]\nschemes = [{schemes}]\n"
         f"seal_batch_max_events = {att.seal_batch_max_events}\n"
@@ -348,7 +349,8 @@ def run(
         "nodes_in_one_process": False,
         "samples": len(revoke_ms),
         "poll_interval_ms": POLL_S * 1e3,
-        "listener_fetch_wait_ms": LISTENER_FETCH_WAIT_MS,
+        "listener_fetch_wait_ms": base.kafka.invalidation_fetch_wait_ms,
+        "view_fetch_wait_ms": base.kafka.view_fetch_wait_ms,
         "seal_batch_max_ms": base.attestation.seal_batch_max_ms,
         "tick_interval_ms": round(_tick_interval_s(base) * 1000),
         "p50_ms": percentile(revoke_ms, 50),
@@ -377,7 +379,7 @@ def format_report(r: dict[str, Any]) -> str:
         "node A embedded in this process changes a key; node B (`cachet node run`, own "
         f"process) is read every {r['poll_interval_ms']:.0f} ms over HTTP by a watcher process "
         f"until it stops serving the old value; {r['samples']} keys per mode; listener fetch wait "
-        f"{r['listener_fetch_wait_ms']} ms; seals every {r['seal_batch_max_ms']} ms at most; "
+        f"{r['listener_fetch_wait_ms']} ms, view's {r['view_fetch_wait_ms']} ms; seals every {r['seal_batch_max_ms']} ms at most; "
         f"A's revoke() call takes {r['revoke_call_p50_ms']:.1f} ms (p50)",
         f"{'':<36} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}",
         f"{'cachet revoke (eager Invalidated)':<36} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
