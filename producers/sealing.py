@@ -167,6 +167,8 @@ class SealingSettings:
     max_delay_ms: int = 200
     sign_cpu_budget: float = 0.10
     max_message_bytes: int = MAX_RECORD_BYTES
+    # The client's linger.ms: what send_now must get an event past.
+    linger_ms: int = 0
     ack_warn_ms: int = 5_000
     restart_report_ms: int = 300_000
 
@@ -184,6 +186,7 @@ class SealingSettings:
             max_message_bytes=int(
                 config.kafka.producer_overrides.get("message.max.bytes", MAX_RECORD_BYTES)
             ),
+            linger_ms=int(config.kafka.producer_overrides.get("linger.ms", 0)),
         )
 
 
@@ -997,14 +1000,20 @@ class SealingProducer:
 
     def send_now(self, delivery: Delivery, timeout_s: float = 0.25) -> None:
         """Hand ``delivery``'s event (and whatever was emitted before it) to
-        the broker now, not after ``linger.ms``: an eager invalidation must
-        leave at once. librdkafka skips the linger only while a flush runs,
-        so this flushes in short steps until the event is answered, at most
-        ``timeout_s`` (other traffic is not waited for); the delivery says
-        whether it was acknowledged."""
+        the broker now and wait for its answer, at most ``timeout_s`` (other
+        traffic is not waited for); the delivery says whether it was
+        acknowledged. An eager invalidation must leave at once: with the
+        default ``linger.ms`` of 0 it does; with a configured linger,
+        librdkafka skips it only while a flush runs, so this flushes in
+        short steps until the event is answered. (Not by default: the
+        delivery thread serves answers too, and a flush whose answer it took
+        sleeps out its whole slice, ~0.5 ms more per send.)"""
         deadline = time.monotonic() + timeout_s
-        while not delivery.done and time.monotonic() < deadline:
-            self._producer.flush(0.001)
+        if self._settings.linger_ms:
+            while not delivery.done and time.monotonic() < deadline:
+                self._producer.flush(0.001)
+        if not delivery.done:
+            self._await(delivery, max(0.0, deadline - time.monotonic()))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Seal everything emitted so far and wait until the seals are acknowledged."""

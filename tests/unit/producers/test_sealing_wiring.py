@@ -46,6 +46,9 @@ def test_settings_come_from_attestation_and_the_client_limit() -> None:
     assert settings.max_message_bytes == MAX_RECORD_BYTES
     smaller = SealingSettings.from_config(_with_overrides(config, **{"message.max.bytes": 4096}))
     assert smaller.max_message_bytes == 4096
+    # send_now flushes past a configured linger only (the default is none).
+    assert settings.linger_ms == 0
+    assert SealingSettings.from_config(_with_overrides(config, **{"linger.ms": 7})).linger_ms == 7
 
 
 @pytest.fixture
