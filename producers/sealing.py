@@ -630,6 +630,7 @@ class SealingProducer:
             if batch is None:
                 batch = self._open = _Batch(self.producer_id, seal_seq, seq, now)
                 self._next_seal += 1
+                self._lock.notify()  # the window thread times batches from now
             self._next_seq += 1
             batch.leaf_hashes.append(leaf_hash(data))
             batch.leaf_topics.append(topic.value)
@@ -760,7 +761,13 @@ class SealingProducer:
                         age >= window_s and (b.urgent or self._budget.allows(now))
                     ):
                         self._close_open_batch()
-                self._lock.wait(min(window_s / 4, 0.05))
+                if self._open is None:
+                    # Nothing to time: sleep until an emit opens a batch (it
+                    # notifies, under this lock) or close() wakes us. An idle
+                    # producer does not wake 80 times a second.
+                    self._lock.wait()
+                else:
+                    self._lock.wait(min(window_s / 4, 0.05))
 
     def _sign_loop(self) -> None:
         while True:
