@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import time
@@ -14,16 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachet.ops.node_process import node_run_command
-from cachet.producers.http.credentials import new_token, token_digest
+from cachet.ops.node_process import owner_token_toml, start_node_process
+from cachet.producers.http.credentials import new_token
 
 # The owner credential every `cachet node run` of these tests accepts (the
 # HTTP front authenticates every request but /health): add HTTP_TOKENS_TOML
 # to a config written for `cachet node run`; NodeProcess.call sends the token.
 OWNER_TOKEN = new_token()
-HTTP_TOKENS_TOML = (
-    f'[http.tokens.tests]\ntoken_sha256 = "{token_digest(OWNER_TOKEN).hex()}"\nrole = "owner"\n'
-)
+HTTP_TOKENS_TOML = owner_token_toml(OWNER_TOKEN, "tests")
 
 
 @dataclass
@@ -89,21 +86,11 @@ class NodeProcess:
 def start_node(
     name: str, config: Path, servers: str, kek: Path, data_dir: Path, log_dir: Path
 ) -> NodeProcess:
-    cmd = node_run_command(name, config, servers, kek, data_dir)
-    log = open(log_dir / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith(f"node {name} http://"):
-        proc.kill()
-        raise AssertionError(f"node {name} did not start: {line!r}; see {log_dir}/{name}.log")
-    return NodeProcess(name, proc, int(line.rsplit(":", 1)[1]), data_dir)
+    """``cachet node run`` as ``name``, started as the benchmarks start it
+    (:func:`cachet.ops.node_process.start_node_process`); this handle opens
+    a connection per call, so the tests' threads may share it."""
+    started = start_node_process(name, config, servers, kek, data_dir, log_dir, OWNER_TOKEN)
+    return NodeProcess(name, started.proc, started.port, data_dir)
 
 
 def wait_for(cond, timeout_s: float = 10.0):
