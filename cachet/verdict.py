@@ -16,7 +16,8 @@ from and to the plain values, so both give the same verdict.
 Checks run in this order; the first failure wins:
 
 1. View health, because a view that is cut off or behind cannot prove
-   anything, not even absence: ``log_discontinuity``, ``view_catching_up``,
+   anything, not even absence: ``view_failed`` (its own store failed),
+   ``log_discontinuity``, ``view_catching_up``,
    then ``view_stale`` (no watermark tick, or the last one older than the
    contract's max staleness: the node fails closed rather than serve data it
    cannot prove fresh).
@@ -95,6 +96,7 @@ class MissReason(StrEnum):
     VIEW_CATCHING_UP = "view_catching_up"
     VIEW_STALE = "view_stale"
     LOG_DISCONTINUITY = "log_discontinuity"
+    VIEW_FAILED = "view_failed"
     SCOPE_MISMATCH = "scope_mismatch"
     FRESHNESS_UNCONFIRMED = "freshness_unconfirmed"
     DECRYPT_FAILED = "decrypt_failed"
@@ -158,13 +160,16 @@ class ViewHealth:
 
     ``last_tick_age_ms`` is the age of the newest WatermarkTick seen (None:
     none yet); ``lag_ms`` how far the view trails the log; ``discontinuity``
-    whether a LogDiscontinuity was detected and not yet resolved.
+    whether a LogDiscontinuity was detected and not yet resolved; ``failed``
+    whether the view's own store failed (it stopped: it is never caught up
+    again until opened again).
     """
 
     caught_up: bool
     last_tick_age_ms: int | None
     lag_ms: int
     discontinuity: bool
+    failed: bool = False
 
     def __post_init__(self) -> None:
         if self.lag_ms < 0:
@@ -195,6 +200,7 @@ class ViewStanding:
     discontinuity: bool
     ticked_through_us: int | None
     behind_since_us: int | None
+    failed: bool = False
 
     def tick_age_ms(self, now_us: int) -> int | None:
         """Age of the newest tick every partition saw, at ``now_us`` (None: none yet)."""
@@ -213,6 +219,7 @@ class ViewStanding:
             last_tick_age_ms=self.tick_age_ms(now_us),
             lag_ms=self.lag_ms(now_us),
             discontinuity=self.discontinuity,
+            failed=self.failed,
         )
 
     @classmethod
@@ -223,6 +230,7 @@ class ViewStanding:
         return cls(
             caught_up=health.caught_up,
             discontinuity=health.discontinuity,
+            failed=health.failed,
             ticked_through_us=None if tick is None else now_us - tick * 1000,
             behind_since_us=now_us - health.lag_ms * 1000 if health.lag_ms else None,
         )
@@ -372,6 +380,11 @@ def _miss(
 
 
 def _view_miss(check: ContractCheck, view: ViewStanding, now_us: int) -> ReadVerdict | None:
+    if view.failed:
+        return _miss(
+            MissReason.VIEW_FAILED,
+            "the view's store failed and the view stopped; it serves nothing until opened again",
+        )
     if view.discontinuity:
         return _miss(
             MissReason.LOG_DISCONTINUITY,
@@ -443,7 +456,7 @@ def judge_read(
     proof (its signature summary is ``entry.verified_summary``; see
     :func:`served_verdict`), so a read builds no verdict it does not return.
     """
-    if view.discontinuity or not view.caught_up or check.strict:
+    if view.failed or view.discontinuity or not view.caught_up or check.strict:
         view_miss = _view_miss(check, view, now_us)
         if view_miss is not None:
             return view_miss

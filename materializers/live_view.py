@@ -65,6 +65,7 @@ from cachet.config import CachetConfig
 from cachet.config.enums import InvalidationMode
 from cachet.crypto.schemes import SignatureScheme
 from cachet.crypto.seal import KeySet
+from cachet.errors import StateFailure
 from cachet.kafka.settings import VIEW_FETCH_WAIT_MS, producer_settings
 from cachet.kafka.verifying import AlertEmitter, VerifyingConsumer
 from cachet.ledger.checkpoint import VerifierCheckpoint
@@ -76,7 +77,7 @@ from cachet.materializers.unverified_invalidations import (
     EarlySighting,
     UnverifiedInvalidations,
 )
-from cachet.materializers.view import EntryState, ViewEntry, ViewStore
+from cachet.materializers.view import EntryState, ViewEntry, ViewFailedError, ViewStore
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import Event, EventType
 from cachet.schemas.payloads import (
@@ -159,6 +160,7 @@ class LiveView:
         fetch_wait_ms: int = VIEW_FETCH_WAIT_MS,
     ) -> None:
         self.store = store
+        self.name = name
         self._names = names
         self._alert = alert
         self._history_depth = history_depth
@@ -194,6 +196,11 @@ class LiveView:
         self._pending_keys: dict[bytes, int] = {}
         self._pending_key_of: dict[tuple[str, int, int], bytes] = {}
         self.discontinuity: str | None = None
+        # Set when the view's own store failed mid-batch: what it applied
+        # since its last commit is not whole, so it commits nothing more,
+        # serves nothing and polls no more until it is opened again (a node
+        # restart resumes from the last commit).
+        self.failure: str | None = None
         # What health() reports, kept current by whatever changes it (see
         # _refresh_standing), so a read never walks the partitions.
         self._caught_up = False
@@ -243,12 +250,22 @@ class LiveView:
     # -- consuming --------------------------------------------------------
 
     def poll(self, timeout_s: float = 0.1) -> int:
-        """Consume, verify and apply one batch; commit it with its offsets."""
-        taken = self.consumer.poll(timeout_s)
-        with self._lock:
-            self._eof()
-            self._commit()
-            self._unverified.sweep(self._clock.now_us())
+        """Consume, verify and apply one batch; commit it with its offsets.
+
+        Raises :class:`~cachet.errors.StateFailure` when the view's store
+        failed (now or before): the view has stopped (see :attr:`failure`).
+        """
+        if self.failure is not None:
+            raise ViewFailedError(self.failure)
+        try:
+            taken = self.consumer.poll(timeout_s)
+            with self._lock:
+                self._eof()
+                self._commit()
+                self._unverified.sweep(self._clock.now_us())
+        except StateFailure as exc:
+            self._fail(exc)
+            raise
         if self._erasures_committed:
             self._hand_on_erasures()
         if self._clock.monotonic() >= self._next_watermark_check:
@@ -557,8 +574,9 @@ class LiveView:
         behind = [p.last_progress_us for p in self._parts.values() if not p.at_eof]
         ticks = self._ticks
         return ViewStanding(
-            caught_up=self._caught_up,
+            caught_up=self._caught_up and self.failure is None,
             discontinuity=self.discontinuity is not None,
+            failed=self.failure is not None,
             ticked_through_us=min(ticks.values()) if len(ticks) >= self._tick_partitions else None,
             behind_since_us=min(behind) if behind else None,
         )
@@ -780,11 +798,32 @@ class LiveView:
             },
         )
 
+    def _fail(self, exc: StateFailure) -> None:
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = str(exc)
+        self._refresh_standing()
+        log.error(
+            "%s stopped: its store failed (%s); it serves nothing until opened again",
+            self.name,
+            exc,
+        )
+
     def close(self) -> None:
         with self._lock:
-            self._commit()
+            if self.failure is None:
+                try:
+                    self._commit()
+                except StateFailure as exc:
+                    self._fail(exc)
         self.consumer.close()
-        self.store.close()
+        # Under the lock like every other use of the store: closing releases
+        # the GIL while it holds the database, and a read on another thread
+        # at that moment would fail ("Already mutably borrowed"); after it,
+        # reads fail closed (the store says it is closed).
+        with self._lock:
+            self.store.close()
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> LiveView:

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import ContractConfig
 from cachet.config.enums import InvalidationMode
+from cachet.errors import StateFailure
 from cachet.materializers.live_view import FRESHNESS_CONFIRMED, LiveView
 from cachet.materializers.view import EntryState, ViewEntry
 from cachet.producers.sealing import SealingProducer
@@ -253,6 +254,9 @@ class ExpiryProcessor:
         while not stop.is_set():
             try:
                 self._view.poll(poll_s)
+            except StateFailure:
+                log.exception("expiry: the view stopped; expiry stops with it")
+                return
             except Exception:  # noqa: BLE001 - one failed poll must not stop expiry
                 log.exception("expiry: view poll failed")
                 stop.wait(0.1)

@@ -27,6 +27,7 @@ from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
 from cachet.crypto.seal import KeySet, PrivateKeySet
 from cachet.crypto.vault import KeyCache, KeyVault, VaultBackend, VaultConfig, open_vault
+from cachet.errors import StateFailure
 from cachet.materializers.invalidation_listener import InvalidationListener
 from cachet.materializers.live_view import LiveView
 from cachet.materializers.unverified_invalidations import EarlySighting
@@ -109,8 +110,9 @@ class NodeHealth:
     ``ready`` is True only when nothing is wrong: the view caught up with the
     log end it observed at start (events waiting for seals included), a
     watermark tick newer than the tightest contract allows arrived in every
-    partition, no log discontinuity, and the producer gets its writes
-    acknowledged.
+    partition, no log discontinuity, the view's store works, and the
+    producer gets its writes acknowledged. ``state_hash`` is None when the
+    view's store cannot answer (the view failed).
     """
 
     ready: bool
@@ -119,7 +121,7 @@ class NodeHealth:
     caught_up: bool
     last_tick_age_ms: int | None
     lag_ms: int
-    state_hash: str
+    state_hash: str | None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -380,6 +382,11 @@ class CacheNode:
         while not self._stop.is_set():
             try:
                 self.view.poll(0.05)
+            except StateFailure:
+                # The view stopped (its store failed): it serves nothing and
+                # health says why; polling again cannot mend it.
+                log.exception("node %s: the view stopped", self.node_id)
+                return
             except Exception:  # noqa: BLE001 - a node must not die on one failure
                 log.exception("node %s: view poll failed", self.node_id)
                 time.sleep(0.1)
@@ -555,6 +562,14 @@ class CacheNode:
             )
         if h.discontinuity:
             problems.append(f"log_discontinuity: {self.view.discontinuity}")
+        state_hash: str | None = None
+        try:
+            state_hash = self.view.state_hash().hex()
+        except StateFailure as exc:
+            problems.append(f"view_failed: {self.view.failure or exc}")
+        else:
+            if h.failed:
+                problems.append(f"view_failed: {self.view.failure}")
         problems.extend(f"producer: {p}" for p in self.producer.problems())
         problems.extend(f"read audit: {p}" for p in self.audit.problems())
         return NodeHealth(
@@ -564,7 +579,7 @@ class CacheNode:
             caught_up=h.caught_up,
             last_tick_age_ms=h.last_tick_age_ms,
             lag_ms=h.lag_ms,
-            state_hash=self.view.state_hash().hex(),
+            state_hash=state_hash,
         )
 
     def close(self) -> None:

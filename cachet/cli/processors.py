@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
                     problems.append("view_catching_up")
                 if h.discontinuity:
                     problems.append(f"log_discontinuity: {view.discontinuity}")
+                if h.failed:
+                    problems.append(f"view_failed: {view.failure}")
                 out.update(
                     caught_up=h.caught_up, lag_ms=h.lag_ms, expiry_in_flight=expiry.in_flight
                 )

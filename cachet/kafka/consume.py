@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter
 
+from cachet.errors import StateFailure
 from cachet.ledger.record import RecordOrigin, as_int
 from cachet.ratelimit import RateLimiter, Suppressed
 from cachet.schemas.codec import DecodeError, EventCodec
@@ -150,6 +151,10 @@ class ConsumeLoop:
     suppressed ones is reported once, as the last suppressed record with
     reason ``"K more dead letters suppressed by NAME in Ws; last: ..."``.
     An alert callback that raises is logged and never stops the loop.
+
+    A handler that raises :class:`~cachet.errors.StateFailure` (its own
+    store failed) is not the record's fault: it propagates out of
+    :meth:`poll` and nothing is dead-lettered.
     """
 
     def __init__(
@@ -228,6 +233,10 @@ class ConsumeLoop:
             return
         try:
             handler(event, origin)
+        except StateFailure:
+            # The handler's own store failed, not the record: dead-lettering
+            # it would lose a good record and go on with half of it applied.
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad record must not kill the consumer
             log.exception("%s: handler for %s failed", self.name, event.type.value)
             self._reject(

@@ -10,6 +10,8 @@ from cachet.materializers.view.entry import EntryState, ViewEntry
 from cachet.materializers.view.errors import (
     ViewBatchError,
     ViewCorruptError,
+    ViewDatabaseError,
+    ViewFailedError,
     ViewFormatError,
     ViewMissingError,
     ViewStoreError,
@@ -23,7 +25,9 @@ __all__ = [
     "ViewBatch",
     "ViewBatchError",
     "ViewCorruptError",
+    "ViewDatabaseError",
     "ViewEntry",
+    "ViewFailedError",
     "ViewFormatError",
     "ViewMissingError",
     "ViewStore",

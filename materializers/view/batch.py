@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hmac
-from collections.abc import Iterator
 
-from rocksdict import Rdict, WriteBatch
+from rocksdict import WriteBatch
 
 from cachet.materializers.view import codec
 from cachet.materializers.view.entry import EntryState, ViewEntry
 from cachet.materializers.view.errors import ViewBatchError, ViewCorruptError
+from cachet.materializers.view.rows import ViewRows
 
-__all__ = ["FORMAT_META", "ViewBatch", "decode_current", "decode_history", "scan"]
+__all__ = ["FORMAT_META", "ViewBatch", "decode_current", "decode_history"]
 
 # The meta row holding the on-disk format version; reserved for the store.
 FORMAT_META = "format_version"
@@ -41,18 +41,6 @@ class _Versions:
         if self.current is not None and self.current.subject_hash is not None:
             found.add(self.current.subject_hash)
         return found
-
-
-def scan(db: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Committed rows under ``prefix``, in key order."""
-    it = db.iter()
-    it.seek(prefix)
-    while it.valid():
-        key: bytes = it.key()
-        if not key.startswith(prefix):
-            break
-        yield key, it.value()
-        it.next()
 
 
 def decode_current(key: bytes, value: bytes) -> ViewEntry:
@@ -79,10 +67,10 @@ class ViewBatch:
     events for one key in one batch compose as if committed one by one.
     """
 
-    __slots__ = ("_base_seq", "_db", "_groups", "_owner", "_pending", "_state")
+    __slots__ = ("_base_seq", "_groups", "_owner", "_pending", "_rows", "_state")
 
-    def __init__(self, db: Rdict, base_seq: int, owner: object) -> None:
-        self._db = db
+    def __init__(self, rows: ViewRows, base_seq: int, owner: object) -> None:
+        self._rows = rows
         self._owner = owner  # the ViewStore that may commit this batch
         self._base_seq = base_seq  # the DB sequence number the reads started from
         # key -> new value, or None for a delete. Only ever in memory.
@@ -97,10 +85,10 @@ class ViewBatch:
     def _get(self, key: bytes) -> bytes | None:
         if key in self._pending:
             return self._pending[key]
-        return self._db.get(key)
+        return self._rows.get(key)
 
     def _scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        rows = dict(scan(self._db, prefix))
+        rows = dict(self._rows.scan(prefix))
         for key in self._groups.get(prefix, ()):
             value = self._pending[key]
             if value is None:

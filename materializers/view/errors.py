@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cachet.errors import CachetError
+from cachet.errors import StateFailure
 
 __all__ = [
     "ViewBatchError",
     "ViewCorruptError",
+    "ViewDatabaseError",
+    "ViewFailedError",
     "ViewFormatError",
     "ViewMissingError",
     "ViewStoreError",
 ]
 
 
-class ViewStoreError(CachetError):
-    """A failure of the RocksDB live view store."""
+class ViewStoreError(StateFailure):
+    """A failure of the RocksDB live view store (the view's own state, never
+    the fault of a record it was handling)."""
+
+
+class ViewDatabaseError(ViewStoreError):
+    """RocksDB itself failed under the view: an I/O error, a closed database,
+    or one closed by another thread while this one used it."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(f"RocksDB {operation} failed: {type(cause).__name__}: {cause}")
+        self.operation = operation
 
 
 class ViewFormatError(ViewStoreError):
@@ -60,3 +72,14 @@ class ViewBatchError(ViewStoreError):
     A stale batch is one begun before another batch committed: its reads may
     not reflect that commit, so writing it could lose an update.
     """
+
+
+class ViewFailedError(ViewStoreError):
+    """The view stopped earlier because its store failed; open it again."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__(
+            f"the live view stopped after its store failed ({failure}); "
+            "it serves nothing until opened again (restart the node)"
+        )
+        self.failure = failure

@@ -26,15 +26,10 @@ from types import TracebackType
 from rocksdict import DBRecoveryMode, Options, Rdict, WriteBatch, WriteOptions
 
 from cachet.materializers.view import codec
-from cachet.materializers.view.batch import (
-    FORMAT_META,
-    ViewBatch,
-    decode_current,
-    decode_history,
-    scan,
-)
+from cachet.materializers.view.batch import FORMAT_META, ViewBatch, decode_current, decode_history
 from cachet.materializers.view.entry import ViewEntry
 from cachet.materializers.view.errors import ViewBatchError, ViewFormatError, ViewMissingError
+from cachet.materializers.view.rows import ViewRows
 
 __all__ = ["STATE_HASH_DOMAIN", "VIEW_FORMAT_VERSION", "ViewStore"]
 
@@ -50,10 +45,10 @@ _U32 = struct.Struct(">I")
 class ViewStore:
     """The live view on disk: open with :meth:`open`, change with batches."""
 
-    __slots__ = ("_db", "_path", "_write_opts")
+    __slots__ = ("_path", "_rows", "_write_opts")
 
     def __init__(self, db: Rdict, path: Path) -> None:
-        self._db = db
+        self._rows = ViewRows(db)
         self._path = path
         self._write_opts = WriteOptions()
         # Exactly-once needs the batch on stable storage before commit
@@ -83,13 +78,13 @@ class ViewStore:
 
     def _check_format(self) -> None:
         key = codec.meta_key(FORMAT_META)
-        raw = self._db.get(key)
+        raw = self._rows.get(key)
         if raw is None:
-            if next(iter(scan(self._db, b"")), None) is not None:
+            if next(iter(self._rows.scan(b"")), None) is not None:
                 raise ViewFormatError(self._path, None, VIEW_FORMAT_VERSION)
             batch = WriteBatch(raw_mode=True)
             batch.put(key, _U32.pack(VIEW_FORMAT_VERSION))
-            self._db.write(batch, self._write_opts)
+            self._rows.write(batch, self._write_opts)
             log.info("created live view at %s (format %d)", self._path, VIEW_FORMAT_VERSION)
             return
         found = _U32.unpack(raw)[0] if len(raw) == _U32.size else None
@@ -106,37 +101,37 @@ class ViewStore:
     def current(self, key_hash: bytes) -> ViewEntry | None:
         """The latest version of a key (in any state), or None."""
         key = codec.current_key(key_hash)
-        raw = self._db.get(key)
+        raw = self._rows.get(key)
         return None if raw is None else decode_current(key, raw)
 
     def history(self, key_hash: bytes) -> list[ViewEntry]:
         """Older versions of a key, newest first."""
-        return [decode_history(k, v) for k, v in scan(self._db, codec.history_prefix(key_hash))]
+        return [decode_history(k, v) for k, v in self._rows.scan(codec.history_prefix(key_hash))]
 
     def keys_of_subject(self, subject_hash: bytes) -> list[bytes]:
         """Key hashes with a stored version carrying ``subject_hash``, in key order."""
         prefix = codec.subject_prefix(subject_hash)
-        return [codec.parse_subject_key(k, prefix) for k, _ in scan(self._db, prefix)]
+        return [codec.parse_subject_key(k, prefix) for k, _ in self._rows.scan(prefix)]
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the NEXT offset to read, as last committed."""
         return {
             codec.parse_offset_key(k): codec.decode_offset(k, v)
-            for k, v in scan(self._db, codec.OFFSET_PREFIX)
+            for k, v in self._rows.scan(codec.OFFSET_PREFIX)
         }
 
     def entries(self) -> Iterator[ViewEntry]:
         """Every current entry, in key order."""
-        for key, value in scan(self._db, codec.CURRENT_PREFIX):
+        for key, value in self._rows.scan(codec.CURRENT_PREFIX):
             yield decode_current(key, value)
 
     def get_meta(self, name: str) -> bytes | None:
-        return self._db.get(codec.meta_key(name))
+        return self._rows.get(codec.meta_key(name))
 
     def meta_rows(self, prefix: str) -> dict[str, bytes]:
         """Committed meta rows whose name starts with ``prefix`` (name -> value)."""
         start = codec.META_PREFIX + prefix.encode("ascii")
-        return {k[len(codec.META_PREFIX) :].decode("ascii"): v for k, v in scan(self._db, start)}
+        return {k[len(codec.META_PREFIX) :].decode("ascii"): v for k, v in self._rows.scan(start)}
 
     def state_hash(self) -> bytes:
         """SHA3-256 of the view's state, equal for a live and a rebuilt view.
@@ -149,7 +144,7 @@ class ViewStore:
         """
         h = hashlib.sha3_256(STATE_HASH_DOMAIN)
         for prefix in (codec.CURRENT_PREFIX, codec.HISTORY_PREFIX, codec.SUBJECT_PREFIX):
-            for key, value in scan(self._db, prefix):
+            for key, value in self._rows.scan(prefix):
                 h.update(_U32.pack(len(key)))
                 h.update(key)
                 h.update(_U32.pack(len(value)))
@@ -160,21 +155,21 @@ class ViewStore:
 
     def begin(self) -> ViewBatch:
         """A new, empty batch over the currently committed view."""
-        return ViewBatch(self._db, self._db.latest_sequence_number(), self)
+        return ViewBatch(self._rows, self._rows.sequence(), self)
 
     def commit(self, batch: ViewBatch) -> None:
         """Write all of ``batch`` as one synced WriteBatch, or nothing."""
         if batch._owner is not self:
             raise ViewBatchError("batch belongs to another view store")
         batch._check_open()
-        if batch._base_seq != self._db.latest_sequence_number():
+        if batch._base_seq != self._rows.sequence():
             raise ViewBatchError(
                 "batch is stale: another batch committed after it began; "
                 "re-apply its records in a new batch"
             )
         wb = batch._seal()
         if wb is not None:
-            self._db.write(wb, self._write_opts)
+            self._rows.write(wb, self._write_opts)
         batch._mark_committed()
 
     def put_meta(self, batch: ViewBatch, name: str, value: bytes) -> None:
@@ -182,7 +177,7 @@ class ViewStore:
         batch.put_meta(name, value)
 
     def close(self) -> None:
-        self._db.close()
+        self._rows.close()
 
     def __enter__(self) -> ViewStore:
         return self

@@ -9,6 +9,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cachet.errors import StateFailure
 from cachet.kafka.consume import (
     DL_HEADER_COMPONENT,
     DL_HEADER_FAILURE,
@@ -24,6 +25,7 @@ from cachet.ledger.record import RecordOrigin
 from cachet.schemas.codec import EventCodec
 from cachet.schemas.events import SAMPLE_PAYLOADS, TOPIC_OF_EVENT, Event, EventType, new_event
 from cachet.topics import Topic, TopicNames
+from tests.integration.cache.logtools import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +170,46 @@ def test_handler_failure_is_dead_lettered_not_fatal(
     h = headers_dict(letter.headers())
     assert h[DL_HEADER_FAILURE] == b"handler_failed"
     assert b"contract refused" in h[DL_HEADER_REASON]
+
+
+def test_a_handlers_own_state_failure_stops_the_loop_and_dead_letters_nothing(
+    bootstrap_servers: str, topics: TopicNames
+) -> None:
+    """A StateFailure is the handler's store failing, not the record: the
+    record must stay in the log for the restarted component, not be
+    dead-lettered while the loop goes on with the next one."""
+    codec = EventCodec()
+    producer = Producer(producer_settings(bootstrap_servers))
+    topic = topics(Topic.CONTROL)
+    for seq in range(2):
+        e = new_event(
+            EventType.CONTRACT_DEFINED,
+            SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
+            producer_id="p",
+            producer_seq=seq,
+        )
+        producer.produce(topic, key=b"c", value=codec.encode(e), partition=0)
+    producer.flush(10)
+
+    seen: list[int] = []
+
+    def handler(event: Event, origin) -> None:
+        seen.append(event.producer_seq)
+        raise StateFailure("the handler's database is gone")
+
+    consumer = _consumer(bootstrap_servers, topics, [Topic.CONTROL])
+    loop = ConsumeLoop(
+        consumer,
+        codec,
+        DeadLetters(producer, topics(Topic.DEADLETTER)),
+        {EventType.CONTRACT_DEFINED: handler},
+    )
+    with pytest.raises(StateFailure, match="database is gone"):
+        _poll_until(loop, lambda: False)
+    consumer.close()
+    producer.flush(10)
+    assert seen == [0]  # the next record was not handled either
+    assert read_topic(bootstrap_servers, topics(Topic.DEADLETTER)) == []
 
 
 def test_dead_letters_name_their_component_and_alerts_are_rate_limited(

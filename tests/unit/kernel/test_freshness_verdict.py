@@ -162,6 +162,7 @@ def test_hit_without_expected_fingerprint_and_without_scope() -> None:
 CONTRACTUAL = {"invalidation": InvalidationMode.CONTRACTUAL}
 
 MISSES: list[tuple[MissReason, dict[str, Any], str]] = [
+    (MissReason.VIEW_FAILED, {"view": {"failed": True}}, "store failed"),
     (MissReason.LOG_DISCONTINUITY, {"view": {"discontinuity": True}}, "low watermark"),
     (MissReason.VIEW_CATCHING_UP, {"view": {"caught_up": False, "lag_ms": 5000}}, "5000 ms"),
     (MissReason.VIEW_STALE, {"view": {"last_tick_age_ms": None}}, "no watermark tick"),
@@ -231,6 +232,11 @@ def test_view_health_comes_first() -> None:
     assert (
         read(view={"discontinuity": True, "caught_up": False}).reason
         is MissReason.LOG_DISCONTINUITY
+    )
+    # A view whose store failed says so before anything else.
+    assert (
+        read(view={"failed": True, "discontinuity": True, "caught_up": False}).reason
+        is MissReason.VIEW_FAILED
     )
 
 

@@ -19,13 +19,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rocksdict import Options, Rdict
+from rocksdict import AccessType, Options, Rdict
 
+from cachet.errors import StateFailure
 from cachet.materializers.view import (
     VIEW_FORMAT_VERSION,
     EntryState,
     ViewBatchError,
     ViewCorruptError,
+    ViewDatabaseError,
     ViewEntry,
     ViewFormatError,
     ViewMissingError,
@@ -370,6 +372,42 @@ def test_corrupt_row_is_reported(tmp_path: Path) -> None:
     _raw_put(path, codec.current_key(entry.key_hash), codec.encode_entry(make_entry("k2")))
     with ViewStore.open(path) as store, pytest.raises(ViewCorruptError):
         store.current(entry.key_hash)
+
+
+def test_a_failing_database_is_the_views_own_failure_naming_the_operation(
+    tmp_path: Path,
+) -> None:
+    """What RocksDB raises (bare Exception, RuntimeError) comes out as a
+    StateFailure naming the operation: a consume loop must never mistake it
+    for a bad record."""
+    path = tmp_path / "view"
+    entry = make_entry()
+    with ViewStore.open(path) as store:
+        put_all(store, entry)
+    # Read-only: reads work, the commit's write is refused by RocksDB.
+    read_only = ViewStore(Rdict(str(path), access_type=AccessType.read_only()), path)
+    try:
+        assert read_only.current(entry.key_hash) == entry
+        batch = read_only.begin()
+        batch.put(make_entry(version=2), history_depth=3)
+        with pytest.raises(ViewDatabaseError, match="RocksDB write failed") as raised:
+            read_only.commit(batch)
+        assert isinstance(raised.value, StateFailure)
+    finally:
+        read_only.close()
+    # Closed under the store (the database gone): every door says which one failed.
+    store = ViewStore.open(path)
+    pending = store.begin()
+    store.close()
+    for operation, call in (
+        ("get", lambda: store.current(entry.key_hash)),
+        ("get", lambda: pending.current(entry.key_hash)),
+        ("scan", store.offsets),
+        ("scan", lambda: pending.history(entry.key_hash)),
+        ("latest_sequence_number", store.begin),
+    ):
+        with pytest.raises(ViewDatabaseError, match=f"RocksDB {operation} failed"):
+            call()
 
 
 # --------------------------------------------------------------------------- state hash
