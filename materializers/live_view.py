@@ -100,6 +100,8 @@ ErasureListener = Callable[[Event, str], None]
 
 DATA_TOPICS = (Topic.ENTRIES, Topic.INVALIDATIONS, Topic.ERASURE)
 _WATERMARK_CHECK_S = 1.0
+# How long close() waits for a poll running on another thread to end.
+_CLOSE_WAIT_S = 5.0
 # Definitive: the offset this view is at does not exist in the log. (Unknown
 # topic or partition is not: it also happens transiently at startup.)
 _DISCONTINUITY_ERRORS = frozenset({KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET})
@@ -168,6 +170,9 @@ class LiveView:
         self._on_log_vanished = on_log_vanished
         self._clock = clock
         self._lock = threading.RLock()
+        # Held for a whole poll (consume, apply, commit): close() never
+        # commits in the middle of one.
+        self._polling = threading.Lock()
         self._batch = store.begin()
         self._dirty = False
         self._commits = 0  # commits that changed entries (the state hash's cache key)
@@ -257,15 +262,16 @@ class LiveView:
         """
         if self.failure is not None:
             raise ViewFailedError(self.failure)
-        try:
-            taken = self.consumer.poll(timeout_s)
-            with self._lock:
-                self._eof()
-                self._commit()
-                self._unverified.sweep(self._clock.now_us())
-        except StateFailure as exc:
-            self._fail(exc)
-            raise
+        with self._polling:
+            try:
+                taken = self.consumer.poll(timeout_s)
+                with self._lock:
+                    self._eof()
+                    self._commit()
+                    self._unverified.sweep(self._clock.now_us())
+            except StateFailure as exc:
+                self._fail(exc)
+                raise
         if self._erasures_committed:
             self._hand_on_erasures()
         if self._clock.monotonic() >= self._next_watermark_check:
@@ -811,19 +817,35 @@ class LiveView:
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self.failure is None:
-                try:
-                    self._commit()
-                except StateFailure as exc:
-                    self._fail(exc)
-        self.consumer.close()
-        # Under the lock like every other use of the store: closing releases
-        # the GIL while it holds the database, and a read on another thread
-        # at that moment would fail ("Already mutably borrowed"); after it,
-        # reads fail closed (the store says it is closed).
-        with self._lock:
-            self.store.close()
+        """Commit what was applied and close. A poll still running on another
+        thread (its owner did not stop it in time) is never cut: its batch
+        may be handled only in part while the consumer's position is already
+        past all of it, so nothing is committed then and the consumer is
+        left to that thread; the next start re-reads from the last commit."""
+        idle = self._polling.acquire(timeout=_CLOSE_WAIT_S)
+        try:
+            with self._lock:
+                if idle and self.failure is None:
+                    try:
+                        self._commit()
+                    except StateFailure as exc:
+                        self._fail(exc)
+            if idle:
+                self.consumer.close()
+            else:
+                log.warning(
+                    "%s: closed while a poll was still running: nothing committed now",
+                    self.name,
+                )
+            # Under the lock like every other use of the store: closing
+            # releases the GIL while it holds the database, and a read on
+            # another thread at that moment would fail ("Already mutably
+            # borrowed"); after it, reads fail closed (the store is closed).
+            with self._lock:
+                self.store.close()
+        finally:
+            if idle:
+                self._polling.release()
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> LiveView:

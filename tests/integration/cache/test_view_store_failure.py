@@ -12,7 +12,10 @@ it). What must hold (materializers/view/rows.py, LiveView.poll):
   leaves nothing half-applied on disk, even when the view is closed after
   it: reopened, it equals a view rebuilt from the log;
 * a view closed while readers read fails them closed with the store's own
-  error, never with a bare RocksDB error from a database closed under them.
+  error, never with a bare RocksDB error from a database closed under them;
+* a view closed while its poll is still running on another thread commits
+  nothing of that poll (its consumer's position is already past records it
+  has not handled yet): nothing is lost.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import pytest
 
 from cachet.errors import StateFailure
+from cachet.materializers import live_view
 from cachet.materializers.live_view import LiveView
 from cachet.materializers.view import ViewDatabaseError, ViewFailedError, ViewStoreError, codec
 from cachet.materializers.view.rows import ViewRows
@@ -35,7 +39,7 @@ from cachet.schemas.events import EventType
 from cachet.topics import Topic
 from cachet.verdict import MissReason
 
-from .logtools import read_topic
+from .logtools import produce_raw, read_topic
 from .nodeproc import wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,7 +49,7 @@ pytestmark = pytest.mark.integration
 def open_view(
     make_config, anchor, bootstrap_servers: str, codec: EventCodec
 ) -> Callable[[Path, list[Any]], LiveView]:
-    def open_(path: Path, alerts: list[Any]) -> LiveView:
+    def open_(path: Path, alerts: list[Any], alert: Callable[..., None] | None = None) -> LiveView:
         config = make_config()
         return LiveView.open(
             path,
@@ -53,7 +57,7 @@ def open_view(
             names=config.kafka.topic_names(),
             anchor=anchor.public(),
             required=config.attestation.schemes,
-            alert=lambda t, p: alerts.append((t, p)),
+            alert=alert or (lambda t, p: alerts.append((t, p))),
             codec=codec,
             name="replica",
         )
@@ -204,3 +208,60 @@ def test_closing_the_view_while_readers_read_fails_them_with_the_stores_error(
         t.join(5)
     assert wrong == []
     assert refused[0] > 0  # the readers did read after the close
+
+
+def test_a_close_while_a_poll_runs_commits_nothing_of_it_and_loses_nothing(
+    make_node,
+    ticker,
+    open_view,
+    bootstrap_servers: str,
+    topics,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = make_node("node-a")
+    assert node.wait_caught_up(30)
+    client = CacheClient(node)
+    # A bad record first in every entries partition, genuine writes behind
+    # it: the view's first consume takes both, and its poll stops on the bad
+    # one's alert until the test lets it go on.
+    produce_raw(
+        bootstrap_servers,
+        topics(Topic.ENTRIES),
+        [(b"junk", b"\x17 not an event", (), p) for p in range(3)],
+    )
+    keys = [f"K{i}" for i in range(6)]
+    for k in keys:
+        client.put(k, b"v1", contract="quotes", wait=k == keys[-1])
+    hashes = [node.hasher.key("default", k) for k in keys]
+
+    in_poll, go_on = threading.Event(), threading.Event()
+
+    def alert(event_type: EventType, payload: dict[str, Any]) -> None:
+        if str(payload.get("status", "")).startswith("dead_letter") and not in_poll.is_set():
+            in_poll.set()
+            go_on.wait(30)
+
+    path = tmp_path / "replica"
+    view = open_view(path, [], alert)
+
+    def poll_on() -> None:
+        while not go_on.is_set() or view.failure is None:
+            try:
+                view.poll(0.05)
+            except Exception:  # noqa: BLE001 - closed under it: that is the test
+                return
+
+    poller = threading.Thread(target=poll_on)
+    poller.start()
+    assert in_poll.wait(30), "the view never read the bad record"
+    monkeypatch.setattr(live_view, "_CLOSE_WAIT_S", 0.2)
+    view.close()  # its owner did not stop the poll in time
+    go_on.set()
+    poller.join(30)
+
+    again = open_view(path, [])
+    try:
+        _poll_until(again, lambda: all(_version(again, h) == 1 for h in hashes))
+    finally:
+        again.close()
