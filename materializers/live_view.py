@@ -842,7 +842,10 @@ class LiveView:
             # another thread at that moment would fail ("Already mutably
             # borrowed"); after it, reads fail closed (the store is closed).
             with self._lock:
-                self.store.close()
+                try:
+                    self.store.close()
+                except StateFailure as exc:  # every commit was synced already
+                    self._fail(exc)
         finally:
             if idle:
                 self._polling.release()

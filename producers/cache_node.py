@@ -369,6 +369,9 @@ class CacheNode:
             name=f"cachet-invalidations-{self.node_id}",
         )
         self._stop = threading.Event()
+        # Set when the view stopped for good (its own store failed): the
+        # process running this node should exit and be restarted.
+        self.view_stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"cachet-node-{self.node_id}", daemon=True
         )
@@ -384,8 +387,10 @@ class CacheNode:
                 self.view.poll(0.05)
             except StateFailure:
                 # The view stopped (its store failed): it serves nothing and
-                # health says why; polling again cannot mend it.
+                # health says why; polling again cannot mend it, a restart
+                # (from the last commit) does.
                 log.exception("node %s: the view stopped", self.node_id)
+                self.view_stopped.set()
                 return
             except Exception:  # noqa: BLE001 - a node must not die on one failure
                 log.exception("node %s: view poll failed", self.node_id)

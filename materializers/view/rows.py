@@ -68,7 +68,13 @@ class ViewRows:
         return seq
 
     def close(self) -> None:
-        """Flush and close; closing again does nothing."""
-        if not self._closed:
-            self._closed = True
+        """Flush and close; closing again does nothing. The database is let
+        go even when the flush fails (then this raises): every commit was
+        already synced to its log."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
             self._db.close()
+        except Exception as exc:  # noqa: BLE001 - see get
+            raise ViewDatabaseError("close", exc) from exc

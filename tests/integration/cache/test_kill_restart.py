@@ -3,12 +3,14 @@
 A node is killed (SIGKILL, no chance to clean up) while writes stream in,
 restarted on the same data directory, and left to catch up. A third node
 then rebuilds the view from offset 0. Both views must hold exactly the same
-state (same state hash): nothing applied twice, nothing skipped.
+state (same state hash): nothing applied twice, nothing skipped. The same
+holds for a node whose disk refuses a write mid-stream.
 """
 
 from __future__ import annotations
 
 import random
+import resource
 import signal
 import threading
 from pathlib import Path
@@ -22,6 +24,8 @@ from .nodeproc import start_cluster, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.slow]
 
 CONTRACTS = '[contracts.quotes]\nmax_staleness_ms = 600000\ninvalidation = "eager"\n'
+# The largest file the disk-full victim may write (its RocksDB log outgrows it).
+_DISK_BYTES = 1 << 20
 
 
 def _state_hash(data_dir: Path, node_id: str) -> bytes:
@@ -79,5 +83,48 @@ def test_sigkill_resumes_exactly_once_and_rebuild_matches(tmp_path: Path, record
         fresh = _state_hash(tmp_path / "rebuilt", "rebuilt")
         writer_view = _state_hash(tmp_path / "writer", "writer")
         assert live == fresh == writer_view
+    finally:
+        c.close()
+
+
+def test_a_node_whose_disk_refuses_writes_exits_3_and_its_restart_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A real I/O error (RLIMIT_FSIZE: RocksDB's log cannot grow, "File too
+    large"): the node stops serving, exits 3 for its supervisor, and started
+    again it serves every write and equals a rebuilt view."""
+    c = start_cluster(tmp_path, ["writer", "victim", "rebuilt"], CONTRACTS)
+    try:
+        writer = c.start_node("writer")
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        # Inherited by the child only: restored as soon as it started.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (_DISK_BYTES, hard))
+        try:
+            victim = c.start_node("victim")
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        c.wait_healthy(writer)
+        c.wait_healthy(victim)
+        value = bytes(range(256)) * 32  # 8 KiB: the victim's log fills after ~100
+        n_keys = 3 * _DISK_BYTES // len(value)
+        for i in range(n_keys):
+            writer.put(f"k{i}", value, "quotes")
+        writer.put("done", b"1", "quotes", wait=True)
+
+        assert victim.proc.wait(60) == 3
+        log = (tmp_path / "victim.log").read_text()  # its stderr (start_node_process)
+        assert "its view failed" in log and "File too large" in log
+
+        victim = c.start_node("victim")  # no limit now
+        assert wait_until(lambda: victim.get("done", "quotes")["hit"], 60) is not None
+        assert all(victim.get(f"k{i}", "quotes")["hit"] for i in range(0, n_keys, 7))
+        victim.stop()
+        rebuilt = c.start_node("rebuilt")
+        assert wait_until(lambda: rebuilt.get("done", "quotes")["hit"], 60) is not None
+        rebuilt.stop()
+        writer.stop()
+        assert _state_hash(tmp_path / "victim", "victim") == _state_hash(
+            tmp_path / "rebuilt", "rebuilt"
+        )
     finally:
         c.close()

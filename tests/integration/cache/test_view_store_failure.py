@@ -125,7 +125,8 @@ def test_a_node_whose_view_failed_is_not_ready_and_serves_nothing(make_node, tic
 
     b.view.store.close()  # under the node's own poll thread
     writer.put("K", b"v2", contract="quotes", wait=True)
-    assert wait_for(lambda: b.view.failure is not None)
+    assert b.view_stopped.wait(10)  # its poll loop stopped: the process may exit
+    assert b.view.failure is not None
     health = b.health()
     assert not health.ready
     assert any(p.startswith("view_failed: RocksDB") for p in health.problems)
