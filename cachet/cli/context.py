@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,28 @@ def emit_json(obj: Any) -> None:
 def fail(message: str, code: int = 2) -> int:
     print(f"cachet: error: {message}", file=sys.stderr)
     return code
+
+
+# The exit code of a long-running command whose view failed (its own store):
+# its supervisor restarts it, and the restart resumes from the last commit.
+EXIT_VIEW_FAILED = 3
+
+
+def view_failed(who: str, failure: str) -> int:
+    """Say that ``who`` stopped because its view failed; the exit code."""
+    return fail(
+        f"{who} stopped: its view failed ({failure}); restart it to resume from its last commit",
+        code=EXIT_VIEW_FAILED,
+    )
+
+
+def wait_for_stop(stop: threading.Event, view_stopped: threading.Event) -> None:
+    """Until ``stop`` (a signal) or ``view_stopped`` (a view failed for good)
+    is set; no periodic wake-up while neither happens."""
+
+    def relay() -> None:
+        view_stopped.wait()
+        stop.set()
+
+    threading.Thread(target=relay, name="cachet-view-watch", daemon=True).start()
+    stop.wait()

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cachet.cli.context import CliContext, emit_json
+from cachet.cli.context import CliContext, emit_json, view_failed, wait_for_stop
 from cachet.cli.keys import open_keystore
 from cachet.crypto.identifiers import IdentifierHasher
 from cachet.crypto.keystore import Keystore, KeystoreError
@@ -296,7 +296,9 @@ def run_processor(args: argparse.Namespace) -> int:
 
         def probe() -> dict[str, Any]:
             problems = [t.name + "_stopped" for t in threads if not t.is_alive()]
-            if not p.ready:
+            if node.view.failure is not None:
+                problems.append(f"view_failed: {node.view.failure}")
+            elif not p.ready:
                 problems.append("catching_up")
             problems.extend(f"producer: {x}" for x in node.producer.problems())
             return {
@@ -323,7 +325,7 @@ def run_processor(args: argparse.Namespace) -> int:
             + (f"; health http://{args.host}:{health.port}/health" if health else ""),
             flush=True,
         )
-        stop.wait()
+        wait_for_stop(stop, node.view_stopped)
         for t in threads:
             t.join(10)
     finally:
@@ -338,5 +340,7 @@ def run_processor(args: argparse.Namespace) -> int:
         finally:
             node.close()
             keys.vault.close()
+    if node.view.failure is not None:
+        return view_failed(f"erasure processor {identity}", node.view.failure)
     print(f"erasure processor {identity} stopped", flush=True)
     return 0

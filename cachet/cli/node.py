@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cachet.cli.context import CliContext, fail
+from cachet.cli.context import CliContext, view_failed, wait_for_stop
 from cachet.cli.keys import open_keystore, publish_registration
 from cachet.crypto.keystore import KeystoreError
 from cachet.errors import CachetError
@@ -92,24 +92,9 @@ def run(args: argparse.Namespace) -> int:
         http.close()
         failure = node.view.failure
     if failure is not None:
-        # Exits non-zero so a supervisor restarts it: a restart resumes the
-        # view from its last commit, which is all that can mend it.
-        return fail(
-            f"node {identity} stopped: its view failed ({failure}); "
-            "restart it to resume from its last commit",
-            code=3,
-        )
+        return view_failed(f"node {identity}", failure)
     print(f"node {identity} stopped", flush=True)
     return 0
-
-
-def wait_for_stop(stop: threading.Event, view_stopped: threading.Event) -> None:
-    """Until ``stop`` (a signal) or ``view_stopped`` (the node's view failed
-    for good) is set; no periodic wake-up while neither happens."""
-    threading.Thread(
-        target=lambda: view_stopped.wait() and stop.set(), name="cachet-view-watch", daemon=True
-    ).start()
-    stop.wait()
 
 
 def _check_port(port: int, source: str, host: str) -> None:

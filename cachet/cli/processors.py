@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from cachet.cli.context import CliContext
+from cachet.cli.context import CliContext, view_failed, wait_for_stop
 from cachet.cli.keys import open_keystore
 from cachet.errors import CachetError
 from cachet.materializers.live_view import LiveView
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     parts: dict[str, threading.Thread] = {}
     view: LiveView | None = None
+    view_stopped = threading.Event()
     health: HealthServer | None = None
     metrics: Any = None
     try:
@@ -173,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
                 registry=registry,
             )
             parts["expiry"] = threading.Thread(
-                target=expiry.run, args=(stop,), name="cachet-expiry", daemon=True
+                target=_expire,
+                args=(expiry, view, stop, view_stopped),
+                name="cachet-expiry",
+                daemon=True,
             )
             parts["expiry"].start()
             _view_gauges(view, registry)
@@ -214,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             + (f"; metrics :{config.node.metrics_port}" if metrics else ""),
             flush=True,
         )
-        stop.wait()
+        wait_for_stop(stop, view_stopped)
     finally:
         stop.set()
         for thread in parts.values():
@@ -228,8 +232,18 @@ def run(args: argparse.Namespace) -> int:
                 view.close()
         finally:
             producer.close(10)
+    if view is not None and view.failure is not None:
+        return view_failed(f"processors {identity}", view.failure)
     print(f"processors {identity} stopped", flush=True)
     return 0
+
+
+def _expire(
+    expiry: ExpiryProcessor, view: LiveView, stop: threading.Event, view_stopped: threading.Event
+) -> None:
+    expiry.run(stop)  # returns on stop, or when the view stopped for good
+    if view.failure is not None:
+        view_stopped.set()
 
 
 def _view_gauges(view: LiveView, registry: CollectorRegistry) -> None:

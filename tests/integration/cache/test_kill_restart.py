@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import resource
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -126,5 +128,41 @@ def test_a_node_whose_disk_refuses_writes_exits_3_and_its_restart_loses_nothing(
         assert _state_hash(tmp_path / "victim", "victim") == _state_hash(
             tmp_path / "rebuilt", "rebuilt"
         )
+    finally:
+        c.close()
+
+
+def test_processors_whose_disk_refuses_writes_exit_3(tmp_path: Path) -> None:
+    """The expiry processor's own view under the same I/O error: the
+    processors stop and exit 3 for their supervisor, naming the failure."""
+    c = start_cluster(tmp_path, ["writer", "edge-processors"], CONTRACTS)
+    try:
+        writer = c.start_node("writer")
+        c.wait_healthy(writer)
+        cmd = [sys.executable, "-m", "cachet.cli.main", "processors", "run", "--no-ticker"]
+        cmd += ["--config", str(c.config), "--bootstrap-servers", c.servers]
+        cmd += ["--kek-file", str(c.kek), "--identity", "edge-processors"]
+        cmd += ["--data-dir", str(tmp_path / "edge")]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_FSIZE, (_DISK_BYTES, _DISK_BYTES)
+            ),
+        )
+        try:
+            value = bytes(range(256)) * 32
+            for i in range(3 * _DISK_BYTES // len(value)):
+                writer.put(f"k{i}", value, "quotes")
+            _, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 3, err[-2000:]
+        assert "processors edge-processors stopped: its view failed" in err
+        assert "File too large" in err
     finally:
         c.close()

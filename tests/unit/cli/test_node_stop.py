@@ -1,10 +1,10 @@
-"""``cachet node run`` waits for a signal or for its view to stop for good."""
+"""Long-running commands wait for a signal or for their view to stop for good."""
 
 from __future__ import annotations
 
 import threading
 
-from cachet.cli.node import wait_for_stop
+from cachet.cli.context import wait_for_stop
 
 
 def _waiting(stop: threading.Event, view_stopped: threading.Event) -> threading.Thread:
