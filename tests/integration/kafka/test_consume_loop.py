@@ -52,6 +52,21 @@ def _dead_letters(servers: str, names: TopicNames, want: int) -> list:
     return got
 
 
+def _contracts(servers: str, names: TopicNames, codec: EventCodec, n: int) -> Producer:
+    """``n`` ContractDefined events (producer_seq 0..n-1) on control[0]; the producer."""
+    producer = Producer(producer_settings(servers))
+    for seq in range(n):
+        e = new_event(
+            EventType.CONTRACT_DEFINED,
+            SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
+            producer_id="p",
+            producer_seq=seq,
+        )
+        producer.produce(names(Topic.CONTROL), key=b"c", value=codec.encode(e), partition=0)
+    producer.flush(10)
+    return producer
+
+
 def test_every_event_type_round_trips(bootstrap_servers: str, topics: TopicNames) -> None:
     codec = EventCodec()
     producer = Producer(producer_settings(bootstrap_servers))
@@ -136,17 +151,7 @@ def test_handler_failure_is_dead_lettered_not_fatal(
     bootstrap_servers: str, topics: TopicNames
 ) -> None:
     codec = EventCodec()
-    producer = Producer(producer_settings(bootstrap_servers))
-    topic = topics(Topic.CONTROL)
-    for seq in range(3):
-        e = new_event(
-            EventType.CONTRACT_DEFINED,
-            SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
-            producer_id="p",
-            producer_seq=seq,
-        )
-        producer.produce(topic, key=b"c", value=codec.encode(e), partition=0)
-    producer.flush(10)
+    producer = _contracts(bootstrap_servers, topics, codec, 3)
 
     seen: list[int] = []
 
@@ -179,17 +184,7 @@ def test_a_handlers_own_state_failure_stops_the_loop_and_dead_letters_nothing(
     record must stay in the log for the restarted component, not be
     dead-lettered while the loop goes on with the next one."""
     codec = EventCodec()
-    producer = Producer(producer_settings(bootstrap_servers))
-    topic = topics(Topic.CONTROL)
-    for seq in range(2):
-        e = new_event(
-            EventType.CONTRACT_DEFINED,
-            SAMPLE_PAYLOADS[EventType.CONTRACT_DEFINED],
-            producer_id="p",
-            producer_seq=seq,
-        )
-        producer.produce(topic, key=b"c", value=codec.encode(e), partition=0)
-    producer.flush(10)
+    producer = _contracts(bootstrap_servers, topics, codec, 2)
 
     seen: list[int] = []
 
