@@ -173,6 +173,7 @@ class LiveView:
         # Held for a whole poll (consume, apply, commit): close() never
         # commits in the middle of one.
         self._polling = threading.Lock()
+        self._closed = False
         self._batch = store.begin()
         self._dirty = False
         self._commits = 0  # commits that changed entries (the state hash's cache key)
@@ -821,7 +822,11 @@ class LiveView:
         thread (its owner did not stop it in time) is never cut: its batch
         may be handled only in part while the consumer's position is already
         past all of it, so nothing is committed then and the consumer is
-        left to that thread; the next start re-reads from the last commit."""
+        left to that thread; the next start re-reads from the last commit.
+        Closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         idle = self._polling.acquire(timeout=_CLOSE_WAIT_S)
         try:
             with self._lock:
