@@ -258,19 +258,29 @@ class LiveView:
     def poll(self, timeout_s: float = 0.1) -> int:
         """Consume, verify and apply one batch; commit it with its offsets.
 
-        Raises :class:`~cachet.errors.StateFailure` when the view's store
-        failed (now or before): the view has stopped (see :attr:`failure`).
+        The view stops (see :attr:`failure`) when its store fails, and when
+        anything else stops a commit: either way what it applied since its
+        last commit would otherwise sit unwritten while ticks keep arriving.
+        Raises that error then, and :class:`ViewFailedError` on every later
+        poll.
         """
         if self.failure is not None:
             raise ViewFailedError(self.failure)
         with self._polling:
             try:
                 taken = self.consumer.poll(timeout_s)
+            except StateFailure as exc:
+                self._fail(exc)
+                raise
+            try:
                 with self._lock:
                     self._eof()
                     self._commit()
                     self._unverified.sweep(self._clock.now_us())
-            except StateFailure as exc:
+            except Exception as exc:
+                # No record's fault: whatever stops a commit leaves what was
+                # applied since the last one unwritten while ticks keep
+                # arriving, so this view must not answer from the old state.
                 self._fail(exc)
                 raise
         if self._erasures_committed:
@@ -805,11 +815,13 @@ class LiveView:
             },
         )
 
-    def _fail(self, exc: StateFailure) -> None:
+    def _fail(self, exc: Exception) -> None:
         with self._lock:
             if self.failure is not None:
                 return
-            self.failure = str(exc)
+            self.failure = (
+                str(exc) if isinstance(exc, StateFailure) else f"{type(exc).__name__}: {exc}"
+            )
         self._refresh_standing()
         log.error(
             "%s stopped: its store failed (%s); it serves nothing until opened again",

@@ -31,7 +31,13 @@ import pytest
 from cachet.errors import StateFailure
 from cachet.materializers import live_view
 from cachet.materializers.live_view import LiveView
-from cachet.materializers.view import ViewDatabaseError, ViewFailedError, ViewStoreError, codec
+from cachet.materializers.view import (
+    ViewDatabaseError,
+    ViewFailedError,
+    ViewStore,
+    ViewStoreError,
+    codec,
+)
 from cachet.materializers.view.rows import ViewRows
 from cachet.producers.cache_client import CacheClient
 from cachet.schemas.codec import EventCodec
@@ -173,6 +179,40 @@ def test_one_io_error_mid_batch_leaves_nothing_half_applied_even_after_a_close(
     finally:
         again.close()
         rebuilt.close()
+
+
+def test_any_error_that_stops_a_commit_stops_the_view(
+    make_node, ticker, open_view, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the store's errors: a commit that does not happen leaves the
+    view answering from its last commit while ticks keep arriving."""
+    node = make_node("node-a")
+    assert node.wait_caught_up(30)
+    client = CacheClient(node)
+    client.put("K", b"v1", contract="quotes", wait=True)
+    kh = node.hasher.key("default", "K")
+    view = open_view(tmp_path / "replica", [])
+    _poll_until(view, lambda: _version(view, kh) == 1)
+
+    replica_store = view.store
+    real_commit = ViewStore.commit
+
+    def commit_with_a_bug(store: ViewStore, batch: Any) -> None:
+        if store is replica_store:
+            raise ValueError("a bug in the commit")
+        real_commit(store, batch)
+
+    monkeypatch.setattr(ViewStore, "commit", commit_with_a_bug)
+    client.put("K", b"v2", contract="quotes", wait=True)
+    with pytest.raises(ValueError, match="a bug"):
+        _poll_until(view, lambda: False)
+    assert view.failure == "ValueError: a bug in the commit"
+    assert view.standing().failed
+    with pytest.raises(ViewFailedError):
+        view.poll(0.05)
+    assert _version(view, kh) == 1  # nothing of v2 was written
+    monkeypatch.setattr(ViewStore, "commit", real_commit)
+    view.close()
 
 
 def test_closing_the_view_while_readers_read_fails_them_with_the_stores_error(
