@@ -13,6 +13,7 @@
     token_sha256 = "9f86d0...0f00a08"  # SHA-256 of the token, hex; never the token
     role = "owner"                  # owner | regulator | auditor | data_protection
     scope = "tenant-a"              # optional: the tenant or subject it acts for
+    expires_at = "2027-03-01T00:00:00Z"  # optional: RFC 3339 with an offset; none: never
 
     [http.client_certificates.bob]  # mutual TLS: the client certificate's CN
     common_name = "bob.example.org"
@@ -26,22 +27,69 @@ request never names its own.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from cachet.config.enums import Role
+from cachet.config.errors import ConfigError
 from cachet.config.sections import HttpClientCertificate, HttpConfig, HttpToken
 from cachet.config.values import Table, describe
 
-__all__ = ["PRINCIPAL_PATTERN", "build_http", "parse_token", "token_table"]
+__all__ = [
+    "PRINCIPAL_PATTERN",
+    "build_http",
+    "format_timestamp_us",
+    "parse_timestamp_us",
+    "parse_token",
+    "token_table",
+]
 
 # A bare TOML key (so `[http.tokens.<name>]` needs no quoting) that also
 # reads well in ErasureRequested.requested_by and in logs.
 PRINCIPAL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_BODY_BYTES = 1024 * 1024 * 1024
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+_TIMESTAMP_EXAMPLE = "'2027-03-01T00:00:00Z'"
+
+
+def parse_timestamp_us(value: Any, key: str) -> int:
+    """An RFC 3339 / ISO 8601 timestamp with an explicit UTC offset
+    ("2027-03-01T00:00:00Z", "2027-03-01T01:00:00+01:00") as microseconds
+    since the Unix epoch. Anything else (not a string, unparsable, no
+    offset: whose local time?) is a :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, str):
+        raise ConfigError(
+            None,
+            key,
+            f"expected a timestamp string like {_TIMESTAMP_EXAMPLE}, got {describe(value)}"
+            + (" (quote it)" if isinstance(value, datetime.date) else ""),
+        )
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            None, key, f"expected an RFC 3339 timestamp like {_TIMESTAMP_EXAMPLE}, got {value!r}"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ConfigError(
+            None,
+            key,
+            f"{value!r} has no UTC offset: end it with 'Z' or '+HH:MM' ({_TIMESTAMP_EXAMPLE})",
+        )
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def format_timestamp_us(at_us: int) -> str:
+    """``at_us`` (microseconds since the epoch) as RFC 3339 in UTC, ending
+    in 'Z'; what :func:`parse_timestamp_us` reads back exactly."""
+    moment = _EPOCH + datetime.timedelta(microseconds=at_us)
+    spec = "seconds" if moment.microsecond == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _check_principal(table: Table, name: str) -> str:
@@ -61,7 +109,8 @@ def _role_and_scope(entry: Table) -> tuple[Role, str | None]:
 def parse_token(table: Table, principal: str) -> HttpToken:
     """One ``[...tokens.<principal>]`` table, checked: ``token_sha256`` is 64
     lowercase hex digits (a hash, so a pasted token is refused rather than
-    stored), ``role`` one of the roles, ``scope`` optional."""
+    stored), ``role`` one of the roles, ``scope`` optional, ``expires_at``
+    optional (:func:`parse_timestamp_us`)."""
     entry = Table(table.data[principal], table.key(_check_principal(table, principal)))
     got = entry.take("token_sha256")
     if got is None:
@@ -74,8 +123,10 @@ def parse_token(table: Table, principal: str) -> HttpToken:
             f"{'a string of ' + str(len(digest)) + ' characters' if isinstance(digest, str) else describe(digest)}",
         )
     role, scope = _role_and_scope(entry)
+    expiry = entry.take("expires_at")
+    expires_at_us = None if expiry is None else parse_timestamp_us(expiry[1], entry.key(expiry[0]))
     entry.finish()
-    return HttpToken(principal, bytes.fromhex(digest), role, scope)
+    return HttpToken(principal, bytes.fromhex(digest), role, scope, expires_at_us)
 
 
 def _tokens(table: Table) -> tuple[HttpToken, ...]:

@@ -163,12 +163,15 @@ class NodeConfig:
 class HttpToken:
     """One bearer token of a node's HTTP front: the SHA-256 of the token
     (never the token itself) and the principal, role and scope it grants.
-    ``scope`` None: entries without a subject only."""
+    ``scope`` None: entries without a subject only. ``expires_at_us``: when
+    the token stops being accepted (UTC microseconds since the epoch; None:
+    never)."""
 
     principal: str
     token_sha256: bytes
     role: Role
     scope: str | None = None
+    expires_at_us: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ Two layers run before any endpoint:
 * :class:`Authentication` makes every request but ``GET /health`` carry a
   credential: ``Authorization: Bearer <token>`` or a verified client
   certificate whose CN is configured. None, or an unknown token, is 401
-  with ``WWW-Authenticate: Bearer``. The principal it finds (name, role,
-  scope) is the only source of role and scope from then on.
+  with ``WWW-Authenticate: Bearer``; an expired token is 401 too, saying
+  that it expired and when (``error="invalid_token"``). The principal it
+  finds (name, role, scope) is the only source of role and scope from then
+  on.
 
 Then each endpoint checks the role's right to its action (403 naming role
 and action), reads the body within the request's deadline (408), checks
@@ -39,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cachet.errors import CachetError
 from cachet.producers.cache_client import InvalidArgument, WriteNotAcknowledged
 from cachet.producers.cache_node import CacheNode
-from cachet.producers.http.credentials import Principal, TokenStore
+from cachet.producers.http.credentials import Principal, TokenExpired, TokenStore
 from cachet.producers.http.endpoints import ENDPOINTS, Endpoint
 from cachet.producers.http.fields import Refused, check_fields, parse_body
 from cachet.producers.http.openapi import openapi_document
@@ -153,7 +155,14 @@ class Authentication:
                 raise _unauthorized(
                     "the Authorization header must be 'Bearer <token>'", "invalid_request"
                 )
-            principal = self.tokens.authenticate(token.strip())
+            try:
+                principal = self.tokens.authenticate(token.strip())
+            except TokenExpired as exc:
+                # The holder learns to ask for a new token; the log says whose.
+                log.warning(
+                    "http: principal %r presented its expired token (%s)", exc.principal, exc
+                )
+                raise _unauthorized(f"{exc}: ask for a new one", "invalid_token") from None
             if principal is None:
                 # Never echo the token: it may be someone's real one, mistyped.
                 raise _unauthorized("the bearer token is not valid", "invalid_token")

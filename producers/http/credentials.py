@@ -7,20 +7,27 @@ configuration grants nothing. A presented token is hashed and compared with
 every stored hash in constant time, without stopping at a match: how long a
 lookup takes says nothing about which stored token (or how much of one) a
 guess matched.
+
+A token may carry an expiry (``expires_at``): from that instant on it is
+refused with :class:`TokenExpired`, which says so and when, so its holder
+knows to ask for a new one rather than suspect a typo. The store reads the
+wall clock it is given (:data:`~cachet.clock.SYSTEM_CLOCK` in production).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import CachetConfig, ConfigError
-from cachet.config.build_http import token_table
+from cachet.config.build_http import format_timestamp_us, token_table
 from cachet.config.enums import Role
 from cachet.config.sections import HttpToken
 from cachet.errors import CachetError
@@ -29,12 +36,15 @@ __all__ = [
     "TOKEN_PREFIX",
     "CredentialError",
     "Principal",
+    "TokenExpired",
     "TokenStore",
     "certificate_principals",
     "load_tokens_file",
     "new_token",
     "token_digest",
 ]
+
+log = logging.getLogger(__name__)
 
 # Recognisable in a leaked log line or a secret scanner; 32 random bytes follow.
 TOKEN_PREFIX = "cachet_"
@@ -44,6 +54,18 @@ _TOKEN_BYTES = 32
 class CredentialError(CachetError):
     """The credentials the front was given cannot be used (a tokens file
     missing or malformed, a principal twice); the message names which."""
+
+
+class TokenExpired(CachetError):
+    """A presented token matched a stored one whose expiry has passed.
+
+    Carries the principal (for the node's log) and the expiry (for the
+    answer); never the token."""
+
+    def __init__(self, principal: str, expires_at_us: int) -> None:
+        self.principal = principal
+        self.expires_at_us = expires_at_us
+        super().__init__(f"the bearer token expired at {format_timestamp_us(expires_at_us)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +113,13 @@ def load_tokens_file(path: Path) -> tuple[HttpToken, ...]:
 class TokenStore:
     """The bearer tokens a front accepts, by hash only.
 
-    :meth:`authenticate` returns the token's principal or None; it never
-    sees or keeps a token beyond hashing the presented one.
+    :meth:`authenticate` returns the token's principal or None (or raises
+    :class:`TokenExpired`); it never sees or keeps a token beyond hashing
+    the presented one. Expiry is read from ``clock``'s wall clock.
     """
 
-    def __init__(self, tokens: Iterable[HttpToken]) -> None:
-        entries: list[tuple[bytes, Principal]] = []
+    def __init__(self, tokens: Iterable[HttpToken], *, clock: Clock = SYSTEM_CLOCK) -> None:
+        entries: list[tuple[bytes, Principal, int | None]] = []
         names: set[str] = set()
         digests: set[bytes] = set()
         for t in tokens:
@@ -108,36 +131,59 @@ class TokenStore:
                 raise CredentialError(f"principal {t.principal!r}: token_sha256 is not a SHA-256")
             names.add(t.principal)
             digests.add(t.token_sha256)
-            entries.append((t.token_sha256, Principal(t.principal, t.role, t.scope)))
+            principal = Principal(t.principal, t.role, t.scope)
+            entries.append((t.token_sha256, principal, t.expires_at_us))
         self._entries = tuple(entries)
+        self._clock = clock
 
     @classmethod
-    def from_config(cls, config: CachetConfig) -> TokenStore:
-        """``[http.tokens]`` and the tokens file ``http.tokens_file`` names."""
+    def from_config(cls, config: CachetConfig, *, clock: Clock = SYSTEM_CLOCK) -> TokenStore:
+        """``[http.tokens]`` and the tokens file ``http.tokens_file`` names.
+        Tokens already expired are kept (their holders get a 401 saying so)
+        and logged as a warning: other principals still work."""
         tokens = list(config.http.tokens)
         if config.http.tokens_file is not None:
             tokens.extend(load_tokens_file(config.http.tokens_file))
         for t in tokens:
             _check_granted(config, t.principal, t.role)
-        return cls(tokens)
+        store = cls(tokens, clock=clock)
+        for name, expires_at_us in store.expired():
+            log.warning(
+                "http: the token of principal %r expired at %s; remove it "
+                "(`cachet tokens remove`) or give the principal a new one",
+                name,
+                format_timestamp_us(expires_at_us),
+            )
+        return store
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @property
     def principals(self) -> tuple[Principal, ...]:
-        return tuple(p for _, p in self._entries)
+        return tuple(p for _, p, _ in self._entries)
+
+    def expired(self) -> list[tuple[str, int]]:
+        """(principal, expiry) of every token expired now, by principal."""
+        now = self._clock.now_us()
+        return sorted((p.name, at) for _, p, at in self._entries if at is not None and now >= at)
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal whose token this is, or None."""
+        """The principal whose token this is, or None. Raises
+        :class:`TokenExpired` for a known token whose expiry has passed."""
         digest = token_digest(token)
-        found: Principal | None = None
+        found: tuple[Principal, int | None] | None = None
         # Every entry is compared, match or not, each in constant time
         # (hmac.compare_digest): no early exit, no short-circuit on a prefix.
-        for stored, principal in self._entries:
+        for stored, principal, expires_at_us in self._entries:
             if hmac.compare_digest(stored, digest):
-                found = principal
-        return found
+                found = (principal, expires_at_us)
+        if found is None:
+            return None
+        principal, expires_at_us = found
+        if expires_at_us is not None and self._clock.now_us() >= expires_at_us:
+            raise TokenExpired(principal.name, expires_at_us)
+        return principal
 
 
 def _check_granted(config: CachetConfig, principal: str, role: Role) -> None:

@@ -1,7 +1,8 @@
 """Who may do what over HTTP, against a real node on the real broker, with
 real tokens (and real client certificates from a throwaway CA): the role x
-action matrix, tenants kept apart by the credential's scope, and no
-plaintext in any answer to anyone but the owner of the entry."""
+action matrix, tenants kept apart by the credential's scope, no plaintext
+in any answer to anyone but the owner of the entry, and tokens refused
+from their expiry on."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cachet.clock import ManualClock
 from cachet.config import Role
 from cachet.config.sections import HttpToken
 from cachet.producers.cache_node import CacheNode
@@ -393,5 +395,51 @@ def test_mutual_tls_maps_the_client_certificate_to_its_principal(make_node, tmp_
                 c.get("/openapi.json")
         with httpx.Client(timeout=30) as plain, pytest.raises(httpx.TransportError):
             plain.get(f"http://127.0.0.1:{server.port}/health")
+    finally:
+        server.close()
+
+
+def test_an_expired_token_is_401_naming_its_expiry_while_the_others_work(make_node, ticker) -> None:
+    expiry_us = 1_803_859_200_000_000  # 2027-03-01T00:00:00Z
+    clock = ManualClock(now_us=expiry_us - 5_000_000)
+    tokens = {name: new_token() for name in ("expiring", "later", "forever")}
+    store = TokenStore(
+        [
+            HttpToken("expiring", token_digest(tokens["expiring"]), Role.OWNER, "t", expiry_us),
+            HttpToken("later", token_digest(tokens["later"]), Role.AUDITOR, "t", expiry_us + 1),
+            HttpToken("forever", token_digest(tokens["forever"]), Role.REGULATOR, "t"),
+        ],
+        clock=clock,
+    )
+    node = make_node("expiry-front")
+    server = NodeHttpServer(node, 0, tokens=store).start()
+    try:
+        assert node.wait_caught_up()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+
+            def get(who: str) -> httpx.Response:
+                auth = {"Authorization": f"Bearer {tokens[who]}"}
+                return client.post("/v1/get", json=GET, headers=auth)
+
+            for who in tokens:
+                r = get(who)
+                assert r.status_code == 200 and r.json()["hit"] is False, (who, r.text)
+            clock.advance(5)  # now == the expiry of "expiring": refused from here on
+            r = get("expiring")
+            assert r.status_code == 401
+            assert r.json()["error"] == (
+                "the bearer token expired at 2027-03-01T00:00:00Z: ask for a new one"
+            )
+            assert 'error="invalid_token"' in r.headers["www-authenticate"]
+            assert tokens["expiring"] not in r.text
+            unknown = client.get(
+                "/openapi.json", headers={"Authorization": f"Bearer {new_token()}"}
+            )
+            assert unknown.status_code == 401 and "expired" not in unknown.text
+            for who in ("later", "forever"):
+                assert get(who).status_code == 200, who
+            clock.advance(0.000001)  # past "later" too; "forever" has no expiry
+            assert "expired at 2027-03-01T00:00:00.000001Z" in get("later").json()["error"]
+            assert get("forever").status_code == 200
     finally:
         server.close()

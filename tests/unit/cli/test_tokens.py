@@ -1,5 +1,5 @@
 """``cachet tokens``: a token is printed once, only its hash is stored, and
-the token printed is the one the front accepts."""
+the token printed is the one the front accepts, until its expiry."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from cachet.cli.main import main
+from cachet.clock import SYSTEM_CLOCK, ManualClock
 from cachet.config import Role, load_config
+from cachet.config.build_http import format_timestamp_us
 from cachet.producers.http.credentials import (
     CredentialError,
     Principal,
+    TokenExpired,
     TokenStore,
     load_tokens_file,
     new_token,
@@ -106,3 +109,93 @@ def test_a_node_with_a_missing_tokens_file_does_not_start(config: Path, capsys) 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "tokens.toml: no such tokens file" in err and "cachet tokens add" in err
+
+
+def test_add_with_an_expiry_stores_it_and_the_token_works_until_then(config: Path, capsys) -> None:
+    before = SYSTEM_CLOCK.now_us()
+    out = _add(config, capsys, "--principal", "temp", "--role", "auditor", "--expires-in", "90d")
+    after = SYSTEM_CLOCK.now_us()
+    path = config.parent / "var" / "tokens.toml"
+    (stored,) = load_tokens_file(path)
+    assert stored.expires_at_us is not None
+    ninety_days_us = 90 * 86_400 * 1_000_000
+    assert before + ninety_days_us <= stored.expires_at_us <= after + ninety_days_us
+    assert out["expires_at"] == format_timestamp_us(stored.expires_at_us)
+    assert f'expires_at = "{out["expires_at"]}"' in path.read_text()
+    clock = ManualClock(now_us=stored.expires_at_us - 1)
+    store = TokenStore(load_tokens_file(path), clock=clock)
+    assert store.authenticate(out["token"]) == Principal("temp", Role.AUDITOR, None)
+    clock.advance(0.000001)
+    with pytest.raises(TokenExpired):
+        store.authenticate(out["token"])
+    at = _add(
+        config,
+        capsys,
+        *("--principal", "until", "--role", "owner", "--expires-at", "2999-03-01T01:00:00+01:00"),
+    )
+    assert at["expires_at"] == "2999-03-01T00:00:00Z"
+    assert _add(config, capsys, "--principal", "plain", "--role", "owner")["expires_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--expires-in", "soon"], "--expires-in: expected a duration"),
+        (["--expires-in", "90"], "--expires-in: expected a duration"),
+        (["--expires-in", "0d"], "--expires-in: a duration must be positive"),
+        (["--expires-in=-1h"], "--expires-in: a duration cannot be negative"),
+        (["--expires-at", "2999-03-01T00:00:00"], "--expires-at: '2999-03-01T00:00:00' has no UTC"),
+        (["--expires-at", "tomorrow"], "--expires-at: expected an RFC 3339 timestamp"),
+        (["--expires-at", "2001-01-01T00:00:00Z"], "is not in the future"),
+    ],
+)
+def test_a_bad_expiry_is_a_one_line_error_naming_the_option(
+    config: Path, capsys, args: list[str], error: str
+) -> None:
+    code = main(["tokens", "add", "--config", str(config), "--principal", "p", "--role", "owner"])
+    assert code == 0
+    capsys.readouterr()
+    path = config.parent / "var" / "tokens.toml"
+    before = path.read_text()
+    add = ["tokens", "add", "--config", str(config), "--principal", "q", "--role", "owner", *args]
+    assert main(add) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and error in err
+    assert path.read_text() == before  # nothing added
+
+
+def test_list_shows_each_expiry_and_marks_the_expired(config: Path, capsys) -> None:
+    _add(
+        config,
+        capsys,
+        "--principal",
+        "later",
+        "--role",
+        "owner",
+        "--expires-at",
+        "2999-01-01T00:00:00Z",
+    )
+    _add(config, capsys, "--principal", "plain", "--role", "auditor")
+    path = config.parent / "var" / "tokens.toml"
+    # A token that has already expired (add refuses to make one: write it).
+    path.write_text(
+        path.read_text()
+        + f'\n[tokens.gone]\ntoken_sha256 = "{token_digest(new_token()).hex()}"\n'
+        + 'role = "owner"\nexpires_at = "2001-01-01T00:00:00Z"\n'
+    )
+    assert main(["tokens", "list", "--config", str(config)]) == 0
+    lines = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    assert lines["later"][3] == "2999-01-01T00:00:00Z"
+    assert lines["plain"][3] == "never"
+    assert lines["gone"][3] == "2001-01-01T00:00:00Z (expired)"
+    assert main(["tokens", "list", "--config", str(config), "--json"]) == 0
+    listed = {t["principal"]: t for t in json.loads(capsys.readouterr().out)["tokens"]}
+    assert (listed["later"]["expires_at"], listed["later"]["expired"]) == (
+        "2999-01-01T00:00:00Z",
+        False,
+    )
+    assert (listed["plain"]["expires_at"], listed["plain"]["expired"]) == (None, False)
+    assert (listed["gone"]["expires_at"], listed["gone"]["expired"]) == (
+        "2001-01-01T00:00:00Z",
+        True,
+    )

@@ -6,7 +6,9 @@ with what the endpoints do."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import anyio
 import httpx
 import pytest
 
+from cachet.clock import ManualClock
 from cachet.config import ConfigError, Role, parse_config
 from cachet.config.sections import HttpToken
 from cachet.producers.http import credentials
@@ -22,6 +25,7 @@ from cachet.producers.http.credentials import (
     TOKEN_PREFIX,
     CredentialError,
     Principal,
+    TokenExpired,
     TokenStore,
     load_tokens_file,
     new_token,
@@ -33,8 +37,18 @@ from cachet.producers.http.openapi import openapi_document
 from cachet.producers.http.rights import RIGHTS, Action, Forbidden, check_right
 
 
-def _token(principal: str, token: str, role: Role = Role.OWNER, scope: str | None = None):
-    return HttpToken(principal, token_digest(token), role, scope)
+def _token(
+    principal: str,
+    token: str,
+    role: Role = Role.OWNER,
+    scope: str | None = None,
+    expires_at_us: int | None = None,
+):
+    return HttpToken(principal, token_digest(token), role, scope, expires_at_us)
+
+
+# 2027-03-01T00:00:00Z, in microseconds since the epoch.
+_MARCH_2027_US = 1_803_859_200_000_000
 
 
 # -- tokens ---------------------------------------------------------------------
@@ -88,6 +102,70 @@ def test_every_entry_is_compared_in_constant_time_even_after_a_match(monkeypatch
     assert len(calls) == 5
 
 
+def test_a_token_is_refused_from_its_expiry_on_and_the_others_still_work(monkeypatch) -> None:
+    clock = ManualClock(now_us=_MARCH_2027_US - 2_000_000)
+    short, later, forever = new_token(), new_token(), new_token()
+    store = TokenStore(
+        [
+            _token("short", short, expires_at_us=_MARCH_2027_US),
+            _token("later", later, Role.AUDITOR, expires_at_us=_MARCH_2027_US + 60_000_000),
+            _token("forever", forever, Role.REGULATOR),
+        ],
+        clock=clock,
+    )
+    assert store.authenticate(short) == Principal("short", Role.OWNER, None)
+    assert store.expired() == []
+    clock.advance(1.999999)  # one microsecond before the expiry: still good
+    assert store.authenticate(short) == Principal("short", Role.OWNER, None)
+    clock.advance(0.000001)  # at the expiry: refused
+    with pytest.raises(TokenExpired, match=r"expired at 2027-03-01T00:00:00Z") as refused:
+        store.authenticate(short)
+    assert refused.value.principal == "short"
+    assert short not in str(refused.value)
+    assert store.expired() == [("short", _MARCH_2027_US)]
+    assert store.authenticate(later) == Principal("later", Role.AUDITOR, None)
+    assert store.authenticate(forever) == Principal("forever", Role.REGULATOR, None)
+    assert store.authenticate(new_token()) is None  # unknown stays unknown, not "expired"
+    # An expired entry is compared like any other: still no early exit.
+    calls: list[bytes] = []
+    real = credentials.hmac.compare_digest
+    monkeypatch.setattr(
+        credentials.hmac, "compare_digest", lambda x, y: calls.append(x) or real(x, y)
+    )
+    with pytest.raises(TokenExpired):
+        store.authenticate(short)
+    assert len(calls) == 3
+
+
+def test_expired_tokens_are_logged_at_start_and_do_not_stop_the_store(caplog) -> None:
+    config = parse_config(
+        {
+            "http": {
+                "tokens": {
+                    "old": {
+                        "token_sha256": _HASH,
+                        "role": "owner",
+                        "expires_at": "2027-03-01T00:00:00Z",
+                    },
+                    "new": {"token_sha256": "cd" * 32, "role": "auditor"},
+                }
+            }
+        }
+    )
+    assert config.http.tokens[1].expires_at_us == _MARCH_2027_US
+    with caplog.at_level(logging.WARNING, logger=credentials.__name__):
+        store = TokenStore.from_config(config, clock=ManualClock(now_us=_MARCH_2027_US))
+    assert len(store) == 2
+    (record,) = caplog.records
+    assert "'old'" in record.getMessage() and "expired at 2027-03-01T00:00:00Z" in (
+        record.getMessage()
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=credentials.__name__):
+        TokenStore.from_config(config, clock=ManualClock(now_us=_MARCH_2027_US - 1))
+    assert caplog.records == []
+
+
 def test_a_principal_twice_or_a_token_shared_is_refused() -> None:
     t = new_token()
     with pytest.raises(CredentialError, match="'alice' has two token entries"):
@@ -119,6 +197,25 @@ def test_a_tokens_file_loads_and_its_errors_name_the_file_and_key(tmp_path: Path
     path.write_text("[tokens\n")
     with pytest.raises(CredentialError, match="invalid TOML"):
         load_tokens_file(path)
+
+
+def test_a_tokens_file_expiry_loads_and_a_bad_one_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    entry = f'[tokens.dpo]\ntoken_sha256 = "{_HASH}"\nrole = "owner"\n'
+    path.write_text(entry + 'expires_at = "2027-03-01T01:00:00+01:00"\n')
+    (loaded,) = load_tokens_file(path)
+    assert loaded.expires_at_us == _MARCH_2027_US
+    for value, why in (
+        ('"2027-03-01T00:00:00"', "has no UTC offset"),
+        ('"next tuesday"', "expected an RFC 3339 timestamp"),
+        ("1803859200", "expected a timestamp string"),
+        # Unquoted, TOML reads a datetime: refused, asking for a string.
+        ("2027-03-01T00:00:00Z", "expected a timestamp string .* \\(quote it\\)"),
+    ):
+        path.write_text(entry + f"expires_at = {value}\n")
+        key = r"tokens\.toml: tokens\.dpo\.expires_at: "
+        with pytest.raises(CredentialError, match=key + f"(.* )?{why}"):
+            load_tokens_file(path)
 
 
 # -- [http] config ----------------------------------------------------------------
@@ -158,6 +255,30 @@ _HASH = "ab" * 32
         ({"max_body_bytes": 0}, r"http\.max_body_bytes: expected a positive integer"),
         ({"request_timeout_ms": "0s"}, r"request_timeout_ms: a duration must be positive"),
         ({"role": "owner"}, r"http\.role: unknown key"),
+        (
+            {"tokens": {"a": {"token_sha256": _HASH, "role": "owner", "expires_at": "2027-03-01"}}},
+            r"http\.tokens\.a\.expires_at: '2027-03-01' has no UTC offset",
+        ),
+        (
+            {"tokens": {"a": {"token_sha256": _HASH, "role": "owner", "expires_at": "soon"}}},
+            r"http\.tokens\.a\.expires_at: expected an RFC 3339 timestamp",
+        ),
+        (
+            {"tokens": {"a": {"token_sha256": _HASH, "role": "owner", "expires_at": 5}}},
+            r"http\.tokens\.a\.expires_at: expected a timestamp string",
+        ),
+        (
+            {
+                "tokens": {
+                    "a": {
+                        "token_sha256": _HASH,
+                        "role": "owner",
+                        "expires_at": datetime.datetime(2027, 3, 1),
+                    }
+                }
+            },
+            r"http\.tokens\.a\.expires_at: expected a timestamp string",
+        ),
     ],
 )
 def test_bad_http_settings_are_errors_naming_the_key(http: dict[str, Any], match: str) -> None:
@@ -324,6 +445,36 @@ def test_a_valid_token_passes_with_its_principal_and_health_needs_none() -> None
     assert r.text == repr(Principal("alice", Role.AUDITOR, "t-a"))
     assert client.get("/health").status_code == 200
     assert inner.calls == 2
+
+
+def test_an_expired_token_is_401_saying_when_and_unlike_an_unknown_one() -> None:
+    clock = ManualClock(now_us=_MARCH_2027_US)
+    old, fresh = new_token(), new_token()
+    inner = _Recorder()
+    auth = Authentication(
+        inner,
+        tokens=TokenStore(
+            [
+                _token("old", old, expires_at_us=_MARCH_2027_US),
+                _token("fresh", fresh, expires_at_us=_MARCH_2027_US + 1),
+            ],
+            clock=clock,
+        ),
+        certificates={},
+    )
+    client = _Client(_WithClientCn(RequestBounds(auth, max_body_bytes=100), None))
+    r = client.get("/v1/get", headers={"Authorization": f"Bearer {old}"})
+    assert r.status_code == 401
+    assert r.json() == {
+        "error": "the bearer token expired at 2027-03-01T00:00:00Z: ask for a new one"
+    }
+    assert r.headers["www-authenticate"] == 'Bearer realm="cachet", error="invalid_token"'
+    assert old not in r.text
+    unknown = client.get("/v1/get", headers={"Authorization": f"Bearer {new_token()}"})
+    assert unknown.status_code == 401 and "expired" not in unknown.text
+    assert inner.calls == 0
+    r = client.get("/v1/get", headers={"Authorization": f"Bearer {fresh}"})
+    assert r.status_code == 200 and r.text == repr(Principal("fresh", Role.OWNER, None))
 
 
 def test_a_client_certificate_cn_maps_to_its_principal_or_is_401() -> None:
