@@ -131,7 +131,7 @@ def test_sigkill_mid_segment_leaves_a_verified_archive_with_every_record_once(de
     client = CacheClient(node)
     archive = d["root"] / "archive"
     written = 0
-    for _kill in range(3):
+    for run in range(3):
         proc = start_archiver(d)
         closed = len(list(archive.glob("segment-*.avro")))
         # Write until this run closed a segment of its own and holds another
@@ -143,6 +143,10 @@ def test_sigkill_mid_segment_leaves_a_verified_archive_with_every_record_once(de
                 break
         else:
             raise AssertionError("the archive never closed a segment and opened the next")
+        # The anchor of the segment this run closed is sealed before the
+        # kill (a kill before that leaves it to a later run to anchor again,
+        # and then the archive may hold no anchor it can verify offline).
+        assert wait_for(lambda run=run: sealed_anchors(bootstrap_servers, d["names"]) > run), "no sealed anchor"  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     for _ in range(5):
@@ -186,6 +190,30 @@ def test_sigkill_mid_segment_leaves_a_verified_archive_with_every_record_once(de
     out = json.loads(capsys.readouterr().out)
     assert [s["status"] for s in out["segments"]] == ["verified"] * anchored + ["anchored-in-broker"] * (len(statuses) - anchored)  # fmt: skip
     assert main(["archive", "verify", str(archive), "--backup", str(d["root"] / "backup"), "--config", str(d["cfg"])]) == 0  # fmt: skip
+
+
+def sealed_anchors(servers: str, names: TopicNames) -> int:
+    """The archiver's ArchiveSegmentSealed events that a Seal of its own covers."""
+    codec = EventCodec()
+    anchors: list[tuple[str, int]] = []
+    seals: list[dict] = []
+    for value in dump(servers, names).values():
+        try:
+            event = codec.decode(value or b"")
+        except DecodeError:
+            continue
+        if event.type is EventType.ARCHIVE_SEGMENT_SEALED:
+            anchors.append((event.producer_id, event.producer_seq))
+        elif event.type is EventType.SEAL:
+            seals.append(event.payload)
+    return sum(
+        any(
+            s["producer_id"] == pid
+            and s["first_producer_seq"] <= seq < s["first_producer_seq"] + s["tree_size"]
+            for s in seals
+        )
+        for pid, seq in anchors
+    )
 
 
 def health(d: dict) -> tuple[int, dict]:
