@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from cachet.clock import SYSTEM_CLOCK, Clock
 from cachet.config import CachetConfig
@@ -258,18 +258,26 @@ class LiveView:
     def poll(self, timeout_s: float = 0.1) -> int:
         """Consume, verify and apply one batch; commit it with its offsets.
 
-        The view stops (see :attr:`failure`) when its store fails, and when
-        anything else stops a commit: either way what it applied since its
-        last commit would otherwise sit unwritten while ticks keep arriving.
+        The view stops (see :attr:`failure`) when its store fails, and on
+        any other error but the broker's (a record's own fault is
+        dead-lettered, never raised): what it applied since its last commit
+        may not be whole, or would sit unwritten while ticks keep arriving.
         Raises that error then, and :class:`ViewFailedError` on every later
-        poll.
+        poll. A poll after :meth:`close` does nothing.
         """
         if self.failure is not None:
             raise ViewFailedError(self.failure)
         with self._polling:
+            if self._closed:
+                return 0  # closed while this thread was on its way here
             try:
                 taken = self.consumer.poll(timeout_s)
-            except StateFailure as exc:
+            except KafkaException:
+                raise  # the broker's trouble, not this view's state
+            except Exception as exc:
+                # The store, or a bug part-way through verifying or applying
+                # (a record's own fault is dead-lettered inside): what this
+                # view holds in memory may no longer be whole.
                 self._fail(exc)
                 raise
             try:
@@ -824,7 +832,7 @@ class LiveView:
             )
         self._refresh_standing()
         log.error(
-            "%s stopped: its store failed (%s); it serves nothing until opened again",
+            "%s stopped (%s): it serves nothing until opened again",
             self.name,
             exc,
         )

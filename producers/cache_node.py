@@ -386,9 +386,9 @@ class CacheNode:
             try:
                 self.view.poll(0.05)
             except StateFailure:
-                # The view stopped (its store failed): it serves nothing and
-                # health says why; polling again cannot mend it, a restart
-                # (from the last commit) does.
+                # The view stopped (its store failed, or its state may not be
+                # whole): it serves nothing and health says why; polling again
+                # cannot mend it, a restart (from the last commit) does.
                 log.exception("node %s: the view stopped", self.node_id)
                 self.view_stopped.set()
                 return

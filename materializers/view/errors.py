@@ -75,11 +75,12 @@ class ViewBatchError(ViewStoreError):
 
 
 class ViewFailedError(ViewStoreError):
-    """The view stopped earlier because its store failed; open it again."""
+    """The view stopped earlier (its store failed, or an error left its state
+    not whole); open it again."""
 
     def __init__(self, failure: str) -> None:
         super().__init__(
-            f"the live view stopped after its store failed ({failure}); "
+            f"the live view stopped earlier ({failure}); "
             "it serves nothing until opened again (restart the node)"
         )
         self.failure = failure

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from cachet.errors import StateFailure
+from cachet.ledger.verifier import SealVerifier
 from cachet.materializers import live_view
 from cachet.materializers.live_view import LiveView
 from cachet.materializers.view import (
@@ -181,6 +182,28 @@ def test_one_io_error_mid_batch_leaves_nothing_half_applied_even_after_a_close(
         rebuilt.close()
 
 
+def test_a_bug_part_way_through_verifying_stops_the_view(
+    make_node, ticker, open_view, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error outside any one record's handling (here the verifier's
+    unsealed-timeout sweep) may leave the view's memory half-updated: the
+    view stops rather than go on from there."""
+    node = make_node("node-a")
+    assert node.wait_caught_up(30)
+    view = open_view(tmp_path / "replica", [])
+    _poll_until(view, lambda: view.health().caught_up)
+
+    def expire_with_a_bug(verifier: SealVerifier, now: float) -> list[Any]:
+        raise KeyError("a bug in the sweep")
+
+    monkeypatch.setattr(SealVerifier, "expire", expire_with_a_bug)
+    with pytest.raises(KeyError, match="a bug in the sweep"):
+        view.poll(0.05)
+    assert view.failure == "KeyError: 'a bug in the sweep'"
+    assert view.standing().failed
+    view.close()
+
+
 def test_any_error_that_stops_a_commit_stops_the_view(
     make_node, ticker, open_view, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,6 +274,7 @@ def test_closing_the_view_while_readers_read_fails_them_with_the_stores_error(
     assert refused[0] > 0  # the readers did read after the close
     view.close()  # again: nothing to do, and a clean close is no failure
     assert view.failure is None
+    assert view.poll(0.05) == 0  # a poll after the close does nothing
 
 
 def test_a_close_while_a_poll_runs_commits_nothing_of_it_and_loses_nothing(
