@@ -90,8 +90,9 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-# The exit code of a long-running command whose view failed (its own store):
-# its supervisor restarts it, and the restart resumes from the last commit.
+# The exit code of a long-running command whose view failed (its store, or an
+# error that left its state not whole): its supervisor restarts it, and the
+# restart resumes from the last commit.
 EXIT_VIEW_FAILED = 3
 
 
