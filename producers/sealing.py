@@ -731,9 +731,38 @@ class SealingProducer:
     def _delivery_loop(self) -> None:
         # poll() waits inside librdkafka (the GIL released) until answers
         # arrive, then runs their callbacks here. The client is read anew
-        # each round: new_epoch replaces it.
+        # each round: new_epoch replaces it. Nothing may end this thread
+        # but close(): without it no answer reaches a caller that only emits.
         while not self._closing:
-            self._producer.poll(0.1)
+            client = self._producer
+            try:
+                client.poll(0.1)
+            except KafkaException as exc:
+                self._client_failed(client, exc)
+            except Exception:  # noqa: BLE001 - a callback's bug: keep serving the others
+                log.exception("%s: a delivery callback failed", self.producer_id)
+
+    def _client_failed(self, client: Producer, exc: KafkaException) -> None:
+        """The client raised from poll(): a fatal error (the broker forgot
+        this idempotent session, say) starts a new epoch; anything else is
+        logged, and the loop goes on after a pause (no spin)."""
+        err = exc.args[0] if exc.args else None
+        if client is not self._producer:
+            return  # replaced meanwhile (a new epoch): its errors are over
+        if isinstance(err, KafkaError) and err.fatal():
+            if self._factory is not None:
+                log.error(
+                    "%s: fatal client error (%s); starting a new epoch", self.producer_id, exc
+                )
+                self.new_epoch(reason=f"fatal client error: {exc}")
+                return
+            with self._lock:
+                if self._error is None:  # said once; health says it from now on
+                    log.error("%s: fatal client error: %s", self.producer_id, exc)
+                    self._error = exc
+        else:
+            log.warning("%s: the client's poll failed: %s", self.producer_id, exc)
+        time.sleep(0.1)
 
     def _close_open_batch(self) -> None:
         # Caller holds the lock.
