@@ -84,18 +84,26 @@ def _version(view: LiveView, key_hash: bytes) -> int | None:
     return None if entry is None else entry.version
 
 
-def test_a_store_failure_stops_the_view_and_a_reopened_view_applies_what_it_missed(
-    make_node, ticker, open_view, bootstrap_servers: str, topics, tmp_path: Path
-) -> None:
+def _replica_serving_k(
+    make_node, open_view, path: Path, alerts: list[Any] | None = None
+) -> tuple[CacheClient, bytes, LiveView]:
+    """A writer node that put K v1, and a replica view at ``path`` serving it."""
     node = make_node("node-a")
     assert node.wait_caught_up(30)
     client = CacheClient(node)
     client.put("K", b"v1", contract="quotes", wait=True)
     kh = node.hasher.key("default", "K")
+    view = open_view(path, [] if alerts is None else alerts)
+    _poll_until(view, lambda: _version(view, kh) == 1)
+    return client, kh, view
+
+
+def test_a_store_failure_stops_the_view_and_a_reopened_view_applies_what_it_missed(
+    make_node, ticker, open_view, bootstrap_servers: str, topics, tmp_path: Path
+) -> None:
     alerts: list[Any] = []
     path = tmp_path / "replica"
-    view = open_view(path, alerts)
-    _poll_until(view, lambda: _version(view, kh) == 1)
+    client, kh, view = _replica_serving_k(make_node, open_view, path, alerts)
 
     view.store.close()  # the database goes away under the view
     client.put("K", b"v2", contract="quotes", wait=True)
@@ -143,13 +151,7 @@ def test_a_node_whose_view_failed_is_not_ready_and_serves_nothing(make_node, tic
 def test_one_io_error_mid_batch_leaves_nothing_half_applied_even_after_a_close(
     make_node, ticker, open_view, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = make_node("node-a")
-    assert node.wait_caught_up(30)
-    client = CacheClient(node)
-    client.put("K", b"v1", contract="quotes", wait=True)
-    kh = node.hasher.key("default", "K")
-    view = open_view(tmp_path / "replica", [])
-    _poll_until(view, lambda: _version(view, kh) == 1)
+    client, kh, view = _replica_serving_k(make_node, open_view, tmp_path / "replica")
 
     # One read of K's row by this view fails, as an I/O error would; RocksDB
     # stays open (the writer node's own view reads through the same class).
@@ -209,13 +211,7 @@ def test_any_error_that_stops_a_commit_stops_the_view(
 ) -> None:
     """Not only the store's errors: a commit that does not happen leaves the
     view answering from its last commit while ticks keep arriving."""
-    node = make_node("node-a")
-    assert node.wait_caught_up(30)
-    client = CacheClient(node)
-    client.put("K", b"v1", contract="quotes", wait=True)
-    kh = node.hasher.key("default", "K")
-    view = open_view(tmp_path / "replica", [])
-    _poll_until(view, lambda: _version(view, kh) == 1)
+    client, kh, view = _replica_serving_k(make_node, open_view, tmp_path / "replica")
 
     replica_store = view.store
     real_commit = ViewStore.commit
@@ -241,12 +237,7 @@ def test_any_error_that_stops_a_commit_stops_the_view(
 def test_closing_the_view_while_readers_read_fails_them_with_the_stores_error(
     make_node, ticker, open_view, tmp_path: Path
 ) -> None:
-    node = make_node("node-a")
-    assert node.wait_caught_up(30)
-    CacheClient(node).put("K", b"v1", contract="quotes", wait=True)
-    kh = node.hasher.key("default", "K")
-    view = open_view(tmp_path / "replica", [])
-    _poll_until(view, lambda: _version(view, kh) == 1)
+    _, kh, view = _replica_serving_k(make_node, open_view, tmp_path / "replica")
 
     stop = threading.Event()
     wrong: list[BaseException] = []
