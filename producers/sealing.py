@@ -81,6 +81,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _fatal(exc: KafkaException) -> bool:
+    """The client's session is broken for good (librdkafka's fatal error)."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.fatal()
+
+
 class SealingError(CachetError):
     """The sealing producer is closed or its signer failed."""
 
@@ -668,12 +674,7 @@ class SealingProducer:
                     raise RecordTooLarge(
                         event_type, size, self._settings.max_message_bytes, f"client: {exc}"
                     ) from exc
-                fatal = isinstance(err, KafkaError) and err.fatal()
-                if self._factory is not None and fatal and client is self._producer:
-                    log.error(
-                        "%s: fatal client error (%s); starting a new epoch", self.producer_id, exc
-                    )
-                    self.new_epoch(reason=f"fatal client error: {exc}")
+                self._renew_after(client, exc)
                 raise EmitRejected(f"{self.producer_id}: event not produced: {exc}") from exc
             if len(batch.leaf_hashes) >= self._settings.batch_max_events:
                 self._close_open_batch()
@@ -742,20 +743,23 @@ class SealingProducer:
             except Exception:  # noqa: BLE001 - a callback's bug: keep serving the others
                 log.exception("%s: a delivery callback failed", self.producer_id)
 
+    def _renew_after(self, client: Producer, exc: KafkaException) -> bool:
+        """A fatal error of the current client (the broker forgot this
+        idempotent session, say) starts a new epoch, given a producer
+        factory; True when it did."""
+        if self._factory is None or client is not self._producer or not _fatal(exc):
+            return False
+        log.error("%s: fatal client error (%s); starting a new epoch", self.producer_id, exc)
+        self.new_epoch(reason=f"fatal client error: {exc}")
+        return True
+
     def _client_failed(self, client: Producer, exc: KafkaException) -> None:
-        """The client raised from poll(): a fatal error (the broker forgot
-        this idempotent session, say) starts a new epoch; anything else is
-        logged, and the loop goes on after a pause (no spin)."""
-        err = exc.args[0] if exc.args else None
-        if client is not self._producer:
-            return  # replaced meanwhile (a new epoch): its errors are over
-        if isinstance(err, KafkaError) and err.fatal():
-            if self._factory is not None:
-                log.error(
-                    "%s: fatal client error (%s); starting a new epoch", self.producer_id, exc
-                )
-                self.new_epoch(reason=f"fatal client error: {exc}")
-                return
+        """The client raised from poll(): a new epoch after a fatal error;
+        without a factory the producer fails (said once); anything else is
+        logged. The loop goes on after a pause (no spin)."""
+        if client is not self._producer or self._renew_after(client, exc):
+            return  # replaced meanwhile, or just now: its errors are over
+        if _fatal(exc):
             with self._lock:
                 if self._error is None:  # said once; health says it from now on
                     log.error("%s: fatal client error: %s", self.producer_id, exc)
