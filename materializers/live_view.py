@@ -272,23 +272,17 @@ class LiveView:
                 return 0  # closed while this thread was on its way here
             try:
                 taken = self.consumer.poll(timeout_s)
-            except KafkaException:
-                raise  # the broker's trouble, not this view's state
-            except Exception as exc:
-                # The store, or a bug part-way through verifying or applying
-                # (a record's own fault is dead-lettered inside): what this
-                # view holds in memory may no longer be whole.
-                self._fail(exc)
-                raise
-            try:
                 with self._lock:
                     self._eof()
                     self._commit()
                     self._unverified.sweep(self._clock.now_us())
+            except KafkaException:
+                raise  # the broker's trouble, not this view's state: retried
             except Exception as exc:
-                # No record's fault: whatever stops a commit leaves what was
-                # applied since the last one unwritten while ticks keep
-                # arriving, so this view must not answer from the old state.
+                # The store, or a bug part-way through verifying, applying or
+                # committing (a record's own fault is dead-lettered inside):
+                # what this view holds may no longer be whole, or sit
+                # unwritten while ticks keep arriving.
                 self._fail(exc)
                 raise
         if self._erasures_committed:
