@@ -34,7 +34,6 @@ from cachet.crypto.aead import (
     associated_data,
     open_value,
     seal_value,
-    verify_commitment,
 )
 from cachet.crypto.identifiers import same_identifier
 from cachet.crypto.vault import VaultError
@@ -858,9 +857,7 @@ class CacheClient:
             return _Opened(None, reason, f"version {entry.version}: {found.detail}")
         if cached.commitment_verified:
             return None
-        if verify_commitment(
-            entry.commitment, node.data_keys.commitment_key(found.key), cached.plaintext
-        ):
+        if node.data_keys.committer(found.key).verify(entry.commitment, cached.plaintext):
             node.l1.mark_verified(cached)
             return None
         node.l1.evict(entry.key_hash)
@@ -965,9 +962,7 @@ class CacheClient:
         # Defends against an entry filed under another key's hash.
         if not hmac.compare_digest(stored_key.encode(), key.encode()):
             return failed
-        if verify and not verify_commitment(
-            entry.commitment, self._node.data_keys.commitment_key(found.key), value
-        ):
+        if verify and not self._node.data_keys.committer(found.key).verify(entry.commitment, value):
             self._node.l1.evict(entry.key_hash)
             return _Opened(None, MissReason.DECRYPT_FAILED, _commitment_mismatch(entry.version))
         return _Opened(value)

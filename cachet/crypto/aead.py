@@ -217,6 +217,10 @@ class Committer:
         mac.update(framed(plaintext))
         return mac.digest()
 
+    def verify(self, commitment: bytes, plaintext: bytes) -> bool:
+        """``verify_commitment(commitment, self.key, plaintext)``."""
+        return hmac.compare_digest(self.commit(plaintext), commitment)
+
 
 def verify_commitment(commitment: bytes, commitment_key: bytes, plaintext: bytes) -> bool:
     """True iff (commitment_key, plaintext) opens ``commitment``."""

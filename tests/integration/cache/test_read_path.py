@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from cachet.config import CachetConfig
+from cachet.crypto.aead import Committer
 from cachet.crypto.seal import PrivateKeySet
 from cachet.processors.watermarks import WatermarkTicker
-from cachet.producers import cache_client
 from cachet.producers.cache_client import CacheClient
 from cachet.producers.cache_node import CacheNode
 from cachet.verdict import MissReason
@@ -124,13 +124,13 @@ def test_a_verified_read_checks_an_l1_entry_once(
     client = CacheClient(node, scope=SUBJECT)  # "charts" is PHI: ALWAYS_VERIFY
     receipt = client.put("chart", b"genuine", contract="charts", wait=True)
     checks: list[bytes] = []
-    real = cache_client.verify_commitment
+    real = Committer.verify
 
-    def counted(commitment: bytes, key: bytes, plaintext: bytes) -> bool:
+    def counted(committer: Committer, commitment: bytes, plaintext: bytes) -> bool:
         checks.append(plaintext)
-        return real(commitment, key, plaintext)
+        return real(committer, commitment, plaintext)
 
-    monkeypatch.setattr(cache_client, "verify_commitment", counted)
+    monkeypatch.setattr(Committer, "verify", counted)
     assert wait_for(lambda: client.get("chart", contract="charts").hit, 10)
     checks.clear()
     for _ in range(3):

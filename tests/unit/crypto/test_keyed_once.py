@@ -14,6 +14,7 @@ from cachet.crypto.aead import (
     open_value,
     seal_value,
     value_commitment,
+    verify_commitment,
 )
 from cachet.crypto.identifiers import (
     CACHE_KEY_DOMAIN,
@@ -32,6 +33,17 @@ def test_committer_commits_as_value_commitment(key: bytes, plaintext: bytes) -> 
     # Reusable: the keyed HMAC is copied, never consumed.
     assert committer.commit(plaintext) == value_commitment(key, plaintext)
     assert committer.key == key
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=512), st.integers(0, 31))
+def test_committer_verifies_as_verify_commitment(key: bytes, plaintext: bytes, at: int) -> None:
+    committer = Committer(key)
+    good = value_commitment(key, plaintext)
+    assert committer.verify(good, plaintext) and verify_commitment(good, key, plaintext)
+    flipped = good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :]
+    assert not committer.verify(flipped, plaintext)  # a tampered commitment
+    assert not committer.verify(good, plaintext + b"x")  # another value
+    assert not committer.verify(good[:-1], plaintext)  # a cut one
 
 
 def test_committer_refuses_a_key_of_another_length_and_hides_its_key() -> None:
