@@ -35,11 +35,12 @@ Garbage collection: the reads waiting in a batch must not be what the
 collector walks. A reader hands its FreshnessProof over flat (its four
 numbers under their own names: ``age_ms``, ``max_staleness_ms``,
 ``headroom_ms``, ``view_lag_ms``; and ``freshness`` None), so its read is
-a dict of plain values, which the collector never tracks; the emitter nests the proof in a copy it encodes and lets go of at
-once (the emitted event's list of records is emptied after the producer
-took its bytes). Tracked reads held until their acknowledgement were
-promoted to the oldest generation by the tens of thousands and made it
-collect in full, a walk over every L1 entry (80 ms with 10,000).
+a dict of plain values, which the collector never tracks; the emitter
+nests the proof in a copy it encodes and lets go of at once (the emitted
+event's list of records is emptied after the producer took its bytes).
+Tracked reads held until their acknowledgement were promoted to the
+oldest generation by the tens of thousands and made it collect in full,
+a walk over every L1 entry (80 ms with 10,000).
 
 Nothing is dropped silently: a read whose batch could not be emitted or was
 not delivered is counted (per read), logged, and reported by
